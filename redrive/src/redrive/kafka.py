@@ -1,0 +1,153 @@
+"""The Kafka boundary: one producer, connected in the background, publishing with a deadline.
+
+aiokafka's exceptions stop here: callers see :class:`~redrive.errors.PublishError` or a
+:class:`Delivery`. The producer uses ``acks="all"`` and *not* aiokafka's idempotent
+mode, which needs InitProducerId v1+ (the embedded Tansu broker speaks v0 only);
+duplicates are resolved downstream by capture id and Idempotency-Key instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from redrive.errors import PublishError
+from redrive.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Where Kafka stored an acknowledged record."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+def producer_options(kafka: KafkaSettings, *, client_id: str, max_record_bytes: int) -> dict[str, Any]:
+    """aiokafka producer arguments. Seconds become aiokafka's ``*_ms`` only here."""
+    return {
+        "bootstrap_servers": list(kafka.bootstrap_servers),
+        "client_id": client_id,
+        "acks": "all",
+        "enable_idempotence": False,
+        "linger_ms": 0,
+        # A record holds the request body (base64 grows it by a third) plus metadata.
+        "max_request_size": max(1_048_576, max_record_bytes),
+        "request_timeout_ms": 30_000,
+        "retry_backoff_ms": 100,
+        "metadata_max_age_ms": 60_000,
+    }
+
+
+class Publisher:
+    """Owns one AIOKafkaProducer for the life of the process.
+
+    :meth:`start` returns at once; a background task connects and keeps retrying while
+    Kafka is unreachable, so a component can serve traffic before Kafka is up.
+    :meth:`publish` waits at most ``timeout`` seconds for the acknowledgement.
+    """
+
+    def __init__(self, kafka: KafkaSettings, *, client_id: str,
+                 max_record_bytes: int = 1_048_576,
+                 reconnect_initial: float = 0.2, reconnect_max: float = 5.0) -> None:
+        self._options = producer_options(kafka, client_id=client_id,
+                                         max_record_bytes=max_record_bytes)
+        self._producer: AIOKafkaProducer | None = None
+        self._connector: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._closed = False
+        self._reconnect = (reconnect_initial, reconnect_max)
+        self.last_error: str = "not connected yet"
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def start(self) -> None:
+        """Begin connecting in the background. Safe to call twice."""
+        if self._connector is None and not self._closed:
+            self._connector = asyncio.create_task(self._connect_loop(), name="kafka-connect")
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """True once connected; False if ``timeout`` seconds pass first."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
+        return self.connected
+
+    async def _connect_loop(self) -> None:
+        delay, cap = self._reconnect
+        while not self._closed:
+            producer = AIOKafkaProducer(**self._options)
+            try:
+                await producer.start()
+            except (KafkaError, OSError) as exc:
+                self.last_error = f"cannot reach Kafka: {exc}"
+                log.warning("kafka unreachable; retrying", extra={
+                    "retry_in_seconds": round(delay, 2), "error": str(exc)})
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                await asyncio.sleep(delay)
+                delay = min(cap, delay * 2)
+                continue
+            self._producer = producer
+            self._connected.set()
+            self.last_error = ""
+            log.info("kafka producer connected",
+                     extra={"bootstrap_servers": self._options["bootstrap_servers"]})
+            return
+
+    async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers,
+                      timeout: float) -> Delivery:
+        """Send one record and wait for ``acks=all``, at most ``timeout`` seconds.
+
+        Raises :class:`PublishError` when Kafka is not connected, refuses the record, or
+        does not acknowledge in time. After a timeout the record may still be delivered
+        later (a duplicate, never a loss): callers treat it as not safe.
+        """
+        producer = self._producer
+        if producer is None:
+            raise PublishError(self.last_error or "kafka producer not started")
+        try:
+            async with asyncio.timeout(timeout):
+                future = await producer.send(topic, value, key=key, headers=list(headers))
+                # shield: a timeout must not cancel aiokafka's own delivery future.
+                meta = await asyncio.shield(future)
+        except TimeoutError:
+            raise PublishError(f"no acknowledgement from Kafka within {timeout:g}s") from None
+        except KafkaError as exc:
+            raise PublishError(f"kafka refused the record: {exc!r}") from None
+        return Delivery(topic=meta.topic, partition=meta.partition, offset=meta.offset)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Flush what is buffered (bounded by ``timeout``) and close. Safe to call twice."""
+        self._closed = True
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connector
+            self._connector = None
+        producer, self._producer = self._producer, None
+        self._connected.clear()
+        if producer is None:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await producer.flush()
+        except (TimeoutError, KafkaError) as exc:
+            log.warning("kafka flush incomplete at shutdown", extra={"error": repr(exc)})
+        with contextlib.suppress(TimeoutError, KafkaError):
+            async with asyncio.timeout(timeout):
+                await producer.stop()

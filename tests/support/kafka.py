@@ -1,0 +1,73 @@
+"""The real broker for tests (Tansu, in memory) and an oracle that reads a topic back."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from redrive.localbroker import broker_command
+from tests.support.procs import Process, free_port, wait_for_port
+
+
+@dataclass
+class Broker:
+    process: Process
+    port: int
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def start_broker(port: int | None = None) -> Broker:
+    port = port or free_port()
+    proc = Process(broker_command("127.0.0.1", port), name="tansu")
+    wait_for_port(port, timeout=15)
+    return Broker(process=proc, port=port)
+
+
+def unique_topic(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+async def read_topic(bootstrap: str, topic: str, *, expect: int | None = None,
+                     timeout: float = 10.0, idle: float = 1.0) -> list[tuple[bytes | None, bytes, dict[str, bytes]]]:
+    """Every (key, value, headers) on ``topic`` from the start.
+
+    Stops when ``expect`` records were read, or when nothing new arrived for ``idle``
+    seconds, or at ``timeout`` (whichever comes first). Uses no consumer group.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    out: list[tuple[bytes | None, bytes, dict[str, bytes]]] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        partitions: set[int] | None = None
+        while partitions is None and loop.time() < deadline:
+            await consumer.topics()  # refreshes cluster metadata
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions is None:
+                await asyncio.sleep(0.1)
+        if not partitions:
+            return out
+        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        await consumer.seek_to_beginning()
+        last_new = loop.time()
+        while loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for msgs in batch.values():
+                for m in msgs:
+                    out.append((m.key, m.value, dict(m.headers)))
+                last_new = loop.time()
+            if expect is not None and len(out) >= expect:
+                break
+            if expect is None and loop.time() - last_new > idle:
+                break
+    finally:
+        await consumer.stop()
+    return out

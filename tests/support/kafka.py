@@ -33,8 +33,11 @@ def unique_topic(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
+Message = tuple[bytes | None, bytes, dict[str, bytes]]
+
+
 async def read_topic(bootstrap: str, topic: str, *, expect: int | None = None,
-                     timeout: float = 10.0, idle: float = 1.0) -> list[tuple[bytes | None, bytes, dict[str, bytes]]]:
+                     timeout: float = 10.0, idle: float = 1.0) -> list[Message]:
     """Every (key, value, headers) on ``topic`` from the start.
 
     Stops when ``expect`` records were read, or when nothing new arrived for ``idle``
@@ -43,7 +46,7 @@ async def read_topic(bootstrap: str, topic: str, *, expect: int | None = None,
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest", group_id=None)
     await consumer.start()
-    out: list[tuple[bytes | None, bytes, dict[str, bytes]]] = []
+    out: list[Message] = []
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

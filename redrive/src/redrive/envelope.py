@@ -110,7 +110,8 @@ def merge_headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
     return out
 
 
-def redact(headers: Mapping[str, str], names: frozenset[str]) -> tuple[dict[str, str], tuple[str, ...]]:
+def redact(headers: Mapping[str, str],
+           names: frozenset[str]) -> tuple[dict[str, str], tuple[str, ...]]:
     """Split ``headers`` into (kept, redacted names, sorted). Names compare lower-case."""
     kept: dict[str, str] = {}
     removed: list[str] = []
@@ -285,7 +286,7 @@ def _body(p: _Checker) -> bytes | None:
         return b""
     if encoding == "utf-8":
         try:
-            return text.encode("utf-8")
+            return str(text).encode("utf-8")
         except UnicodeEncodeError:
             p.problems.append("body: contains characters that are not valid UTF-8")
             return None

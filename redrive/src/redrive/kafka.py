@@ -35,7 +35,8 @@ class Delivery:
     offset: int
 
 
-def producer_options(kafka: KafkaSettings, *, client_id: str, max_record_bytes: int) -> dict[str, Any]:
+def producer_options(kafka: KafkaSettings, *, client_id: str,
+                     max_record_bytes: int) -> dict[str, Any]:
     """aiokafka producer arguments. Seconds become aiokafka's ``*_ms`` only here."""
     return {
         "bootstrap_servers": list(kafka.bootstrap_servers),
@@ -151,3 +152,27 @@ class Publisher:
         with contextlib.suppress(TimeoutError, KafkaError):
             async with asyncio.timeout(timeout):
                 await producer.stop()
+
+
+def consumer_options(kafka: KafkaSettings, *, client_id: str, group_id: str | None,
+                     request_timeout: float = 30.0) -> dict[str, Any]:
+    """aiokafka consumer arguments for manual commits. Seconds become ``*_ms`` only here.
+
+    Offsets are committed by the caller once each record's outcome is durable, never
+    automatically; a group that has no committed offset starts from the earliest record,
+    because a captured request that nobody read yet must not be skipped.
+    """
+    return {
+        "bootstrap_servers": list(kafka.bootstrap_servers),
+        "client_id": client_id,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "request_timeout_ms": int(request_timeout * 1000),
+        "retry_backoff_ms": 100,
+        "metadata_max_age_ms": 60_000,
+        "session_timeout_ms": 10_000,
+        "heartbeat_interval_ms": 3_000,
+        # A record holds a request body (up to the sidecar's limit, base64 grows it).
+        "max_partition_fetch_bytes": 4 * 1_048_576,
+    }

@@ -18,10 +18,11 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from types import MappingProxyType
 from typing import IO, Any
 
 _CONTEXT: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
-    "redrive_log_context", default={}
+    "redrive_log_context", default=MappingProxyType({})
 )
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.

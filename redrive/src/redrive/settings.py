@@ -121,8 +121,8 @@ class Env:
     def statuses(self, name: str, default: str) -> frozenset[int]:
         def parse(raw: str) -> frozenset[int]:
             codes: set[int] = set()
-            for item in raw.split(","):
-                item = item.strip()
+            for part in raw.split(","):
+                item = part.strip()
                 if not item:
                     continue
                 if not item.isdigit() or not 100 <= int(item) <= 599:
@@ -255,3 +255,8 @@ class PodIdentity:
         # Outside Kubernetes the host name is the most useful stand-in for the pod name.
         return cls(pod=env.optional("POD_NAME") or socket.gethostname(),
                    namespace=env.optional("POD_NAMESPACE") or "")
+
+
+def valid_topic(name: str) -> bool:
+    """True when ``name`` is a legal Kafka topic name (for settings beyond the shared ones)."""
+    return _valid_topic(name)

@@ -1,0 +1,69 @@
+"""The sidecar's Prometheus metrics (names fixed by the public contract).
+
+Created once per process with a registry (a fresh one per test). Label values are
+bounded and every known series is created at zero, so dashboards and alerts see a
+series before its first event. Hot-path children are bound once, here.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from sidecar.failures import KINDS
+
+# 0.5 ms to 30 s: loopback hits sit in the first buckets, timeouts in the last.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                   1.0, 2.5, 5.0, 10.0, 30.0)
+
+OUTCOMES = ("proxied", "queued", "not_queued", "replay_failed", "rejected")
+"""proxied: the upstream's answer was passed on; queued / not_queued: a failure was
+captured and made safe / could not be; replay_failed: a replay (never captured) whose
+upstream failed; rejected: refused before forwarding (400, 408, 413)."""
+RESULTS = ("published", "spooled", "lost")
+
+
+class SidecarMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        ns, sub = "redrive", "sidecar"
+        self.requests = Counter("requests", "Requests handled by the proxy, by outcome.",
+                                ["outcome"], namespace=ns, subsystem=sub, registry=registry)
+        self.upstream_failures = Counter(
+            "upstream_failures", "Upstream exchanges that failed, by failure kind.",
+            ["kind"], namespace=ns, subsystem=sub, registry=registry)
+        self.captures = Counter(
+            "captures", "Captured requests by where they were made safe "
+            "(published to Kafka, spooled to disk) or lost.",
+            ["result"], namespace=ns, subsystem=sub, registry=registry)
+        self.spool_records = Gauge("spool_records", "Records waiting in the on-disk spool.",
+                                   namespace=ns, subsystem=sub, registry=registry)
+        self.spool_bytes = Gauge("spool_bytes", "Bytes used by the on-disk spool.",
+                                 namespace=ns, subsystem=sub, registry=registry)
+        self.spool_oldest_age = Gauge(
+            "spool_oldest_record_age_seconds", "Age of the oldest spooled record (0 if empty).",
+            namespace=ns, subsystem=sub, registry=registry)
+        self.spool_drained = Counter(
+            "spool_drained_records", "Spooled records published to Kafka by the drain.",
+            namespace=ns, subsystem=sub, registry=registry)
+        self.spool_quarantined_bytes = Counter(
+            "spool_quarantined_bytes", "Bytes of torn or corrupt spool data set aside at start.",
+            namespace=ns, subsystem=sub, registry=registry)
+        self.upstream_duration = Histogram(
+            "upstream_request_duration_seconds",
+            "Time from sending a request upstream to its response headers (or failure).",
+            namespace=ns, subsystem=sub, registry=registry, buckets=LATENCY_BUCKETS)
+        self.publish_duration = Histogram(
+            "publish_duration_seconds", "Time for Kafka to acknowledge a captured record.",
+            namespace=ns, subsystem=sub, registry=registry, buckets=LATENCY_BUCKETS)
+        self.kafka_connected = Gauge(
+            "kafka_connected", "1 when the producer is connected to Kafka, else 0.",
+            namespace=ns, subsystem=sub, registry=registry)
+
+        for outcome in OUTCOMES:
+            self.requests.labels(outcome=outcome)
+        for kind in KINDS:
+            self.upstream_failures.labels(kind=kind)
+        for result in RESULTS:
+            self.captures.labels(result=result)
+        # Bound children for the hot path (label lookup costs a dict access and a lock).
+        self.proxied = self.requests.labels(outcome="proxied")

@@ -1,0 +1,131 @@
+"""Sidecar settings: every ``REDRIVE_*`` variable, parsed once into frozen groups."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from redrive.settings import Env, KafkaSettings, LogSettings, PodIdentity, SecuritySettings
+
+FAILURE_RESPONSES = ("reject", "accept")
+
+
+@dataclass(frozen=True)
+class ListenSettings:
+    host: str = "0.0.0.0"
+    """Address the proxy binds (``REDRIVE_LISTEN_HOST``); all interfaces, as in a pod."""
+    port: int = 8080
+    """Proxy port (``REDRIVE_LISTEN_PORT``); the Service targets it."""
+    max_body_bytes: int = 1_048_576
+    """Largest request body accepted (``REDRIVE_MAX_BODY_BYTES``); larger gets 413."""
+    client_read_timeout: float = 30.0
+    """Seconds a client has to send its body (``REDRIVE_CLIENT_READ_TIMEOUT_SECONDS``)."""
+    access_log: bool = False
+    """Log every proxied request (``REDRIVE_ACCESS_LOG``). Off: metrics cover the happy path."""
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    url: str = "http://127.0.0.1:3000"
+    """The app container (``REDRIVE_UPSTREAM_URL``); a path prefix is kept."""
+    connect_timeout: float = 2.0
+    """Seconds to open a connection (``REDRIVE_UPSTREAM_CONNECT_TIMEOUT_SECONDS``)."""
+    timeout: float = 30.0
+    """Seconds for the whole exchange (``REDRIVE_UPSTREAM_TIMEOUT_SECONDS``)."""
+    capture_statuses: frozenset[int] = frozenset({502, 503, 504})
+    """Upstream statuses that count as failures (``REDRIVE_CAPTURE_STATUSES``)."""
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    failure_response: str = "reject"
+    """``reject``: 503 + Retry-After; ``accept``: 202 once queued (``REDRIVE_FAILURE_RESPONSE``)."""
+    retry_after: int = 5
+    """Retry-After seconds in our own 503s (``REDRIVE_RETRY_AFTER_SECONDS``)."""
+    publish_timeout: float = 5.0
+    """Longest wait for Kafka's acknowledgement (``REDRIVE_PUBLISH_TIMEOUT_SECONDS``)."""
+
+
+@dataclass(frozen=True)
+class SpoolSettings:
+    directory: Path | None = None
+    """On-disk spool for captures Kafka did not acknowledge (``REDRIVE_SPOOL_DIR``)."""
+    max_bytes: int = 1_073_741_824
+    """Cap on the spool's size (``REDRIVE_SPOOL_MAX_BYTES``); past it captures are lost."""
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    host: str = "0.0.0.0"
+    """Admin address (``REDRIVE_ADMIN_HOST``)."""
+    port: int = 9901
+    """``/metrics``, ``/healthz``, ``/readyz`` (``REDRIVE_ADMIN_PORT``)."""
+
+
+@dataclass(frozen=True)
+class ShutdownSettings:
+    drain_timeout: float = 20.0
+    """Seconds SIGTERM waits for in-flight requests and the producer flush
+    (``REDRIVE_DRAIN_TIMEOUT_SECONDS``); keep it below the pod's grace period."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: ListenSettings = field(default_factory=ListenSettings)
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
+    spool: SpoolSettings = field(default_factory=SpoolSettings)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
+    logging: LogSettings = field(default_factory=LogSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    identity: PodIdentity = field(default_factory=PodIdentity)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Parse every variable; raise ConfigError naming all invalid ones."""
+        env = Env(environ)
+        listen = ListenSettings(
+            host=env.string("REDRIVE_LISTEN_HOST", "0.0.0.0"),
+            port=env.port("REDRIVE_LISTEN_PORT", 8080),
+            max_body_bytes=env.integer("REDRIVE_MAX_BODY_BYTES", 1_048_576, minimum=0,
+                                       maximum=64 * 1_048_576),
+            client_read_timeout=env.number("REDRIVE_CLIENT_READ_TIMEOUT_SECONDS", 30.0,
+                                           positive=True),
+            access_log=env.boolean("REDRIVE_ACCESS_LOG", False),
+        )
+        upstream = UpstreamSettings(
+            url=env.url("REDRIVE_UPSTREAM_URL", "http://127.0.0.1:3000"),
+            connect_timeout=env.number("REDRIVE_UPSTREAM_CONNECT_TIMEOUT_SECONDS", 2.0,
+                                       positive=True),
+            timeout=env.number("REDRIVE_UPSTREAM_TIMEOUT_SECONDS", 30.0, positive=True),
+            capture_statuses=env.statuses("REDRIVE_CAPTURE_STATUSES", "502,503,504"),
+        )
+        capture = CaptureSettings(
+            failure_response=env.string("REDRIVE_FAILURE_RESPONSE", "reject",
+                                        choices=FAILURE_RESPONSES),
+            retry_after=env.integer("REDRIVE_RETRY_AFTER_SECONDS", 5, minimum=0),
+            publish_timeout=env.number("REDRIVE_PUBLISH_TIMEOUT_SECONDS", 5.0, positive=True),
+        )
+        spool_dir = env.optional("REDRIVE_SPOOL_DIR")
+        spool = SpoolSettings(
+            directory=Path(spool_dir) if spool_dir else None,
+            max_bytes=env.integer("REDRIVE_SPOOL_MAX_BYTES", 1_073_741_824, minimum=1024),
+        )
+        admin = AdminSettings(host=env.string("REDRIVE_ADMIN_HOST", "0.0.0.0"),
+                              port=env.port("REDRIVE_ADMIN_PORT", 9901))
+        if admin.port == listen.port:
+            env.problem("REDRIVE_ADMIN_PORT", "must differ from REDRIVE_LISTEN_PORT: "
+                        "proxied traffic never shares a port with the admin endpoints")
+        shutdown = ShutdownSettings(
+            drain_timeout=env.number("REDRIVE_DRAIN_TIMEOUT_SECONDS", 20.0, minimum=0))
+        settings = cls(
+            listen=listen, upstream=upstream, capture=capture, spool=spool,
+            kafka=KafkaSettings.from_env(env), admin=admin, shutdown=shutdown,
+            logging=LogSettings.from_env(env), security=SecuritySettings.from_env(env),
+            identity=PodIdentity.from_env(env),
+        )
+        env.check()
+        return settings

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PACKAGES := redrive sidecar backend $(wildcard retry-worker)
 PKG_FILES := $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
 
-.PHONY: help venv run demo test lint typecheck unit integration chart bench images tools clean
+.PHONY: help venv run demo test lint typecheck bench bench-tools tools clean
 
 help:
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -43,7 +43,11 @@ test: venv tools ## lint + types + every test (what CI runs)
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-bench: venv ## throughput/latency benchmark with wrk (prints a table)
+bench-tools:
+	@command -v wrk >/dev/null && { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light; }
+
+bench: venv bench-tools ## proxy throughput/latency benchmark with wrk and nginx (prints a table)
 	$(BIN)/python bench/proxy_bench.py
 
 clean:

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from redrive.localbroker import broker_command
 from tests.support.procs import Process, free_port, wait_for_port
@@ -43,23 +43,16 @@ async def read_topic(bootstrap: str, topic: str, *, expect: int | None = None,
     Stops when ``expect`` records were read, or when nothing new arrived for ``idle``
     seconds, or at ``timeout`` (whichever comes first). Uses no consumer group.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", group_id=None)
+    # Subscribing without a group assigns every partition and follows metadata, so a
+    # topic that only appears later (created by its first produce) is still read.
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest", group_id=None,
+                                metadata_max_age_ms=500)
     await consumer.start()
     out: list[Message] = []
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        partitions: set[int] | None = None
-        while partitions is None and loop.time() < deadline:
-            await consumer.topics()  # refreshes cluster metadata
-            partitions = consumer.partitions_for_topic(topic)
-            if partitions is None:
-                await asyncio.sleep(0.1)
-        if not partitions:
-            return out
-        consumer.assign([TopicPartition(topic, p) for p in partitions])
-        await consumer.seek_to_beginning()
         last_new = loop.time()
         while loop.time() < deadline:
             batch = await consumer.getmany(timeout_ms=200)

@@ -24,6 +24,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class ReservedPort:
+    """A loopback port held by a bound, non-listening socket: connecting to it is refused,
+    and no other process (a parallel test run, say) can take it until :meth:`release`."""
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = int(self._sock.getsockname()[1])
+
+    def release(self) -> int:
+        """Free the port for the process about to listen on it; returns the port."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        return self.port
+
+
+_HELD: list[ReservedPort] = []
+
+
+def refused_port() -> int:
+    """A port where connections are refused for the rest of the test session."""
+    held = ReservedPort()
+    _HELD.append(held)
+    return held.port
+
+
 def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

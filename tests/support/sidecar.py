@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tests.support.procs import Process, free_port, python_module
+from tests.support.procs import Process, free_port, python_module, refused_port
 
 
 @dataclass
@@ -74,7 +74,7 @@ def wait_for_log(sc: Sidecar, message: str, timeout: float = 10.0) -> dict[str, 
 
 def unused_port_url() -> str:
     """An http URL on a loopback port where nothing listens (connection refused)."""
-    return f"http://127.0.0.1:{free_port()}"
+    return f"http://127.0.0.1:{refused_port()}"
 
 
 class RawServer:

@@ -147,11 +147,25 @@ def start_pipeline() -> subprocess.Popen[bytes]:
     print(f"   starting the local pipeline (logs: {log.name})")
     proc = subprocess.Popen(honcho_command(), env=prepare(), cwd=REPO, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
-    wait_until(lambda: port_open(8080) and port_open(3000) and port_open(9092), 60,
-               "the pipeline to listen")
-    wait_until(lambda: "kafka: connected" in str(http("GET", SIDECAR_ADMIN + "/readyz")[2]),
-               60, "the sidecar to reach Kafka")
+    try:
+        wait_until(lambda: all(port_open(p) for p in PORTS.values()), 60,
+                   "the pipeline to listen")
+        wait_until(lambda: "kafka: connected" in str(http("GET", SIDECAR_ADMIN + "/readyz")[2]),
+                   60, "the sidecar to reach Kafka")
+    except BaseException:
+        stop_pipeline(proc)
+        print(f"   the pipeline did not come up; see {log.name}", file=sys.stderr)
+        raise
     return proc
+
+
+def stop_pipeline(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
 
 
 def demo() -> int:
@@ -164,8 +178,7 @@ def demo() -> int:
     finally:
         if own is not None:
             print("\n   stopping the pipeline this demo started")
-            os.killpg(own.pid, signal.SIGTERM)
-            own.wait(timeout=30)
+            stop_pipeline(own)
 
 
 def _demo_steps() -> int:

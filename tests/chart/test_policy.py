@@ -1,0 +1,436 @@
+"""Policy checks on the rendered chart: security, probes, resources, labels, wiring, env names."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.chart.chartlib import (
+    CASES,
+    CONTRACT_COMMON_ENV,
+    CONTRACT_SIDECAR_ENV,
+    CONTRACT_WORKER_ENV,
+    IMAGES,
+    KEY_ENV,
+    NAMESPACE,
+    POD_IDENTITY_ENV,
+    RELEASE,
+    REPO,
+    SIDECAR_ADMIN_PORT,
+    SIDECAR_ENV,
+    SIDECAR_NAME,
+    SIDECAR_PORT,
+    WORKER_ADMIN_PORT,
+    WORKER_ENV,
+    all_containers,
+    container,
+    env_map,
+    env_value,
+    long_running_containers,
+    port_number,
+    quantity_bytes,
+    render,
+)
+
+ALL_CASES = list(CASES)
+BACKEND = f"{RELEASE}-redrive-backend"
+WORKER = f"{RELEASE}-redrive-retry-worker"
+RECOMMENDED_LABELS = ("helm.sh/chart", "app.kubernetes.io/name", "app.kubernetes.io/instance",
+                      "app.kubernetes.io/version", "app.kubernetes.io/managed-by",
+                      "app.kubernetes.io/part-of")
+
+
+def backend_pod(case: str) -> dict[str, Any]:
+    return render(case).get("Deployment", BACKEND)["spec"]["template"]["spec"]
+
+
+def worker_pod(case: str) -> dict[str, Any]:
+    return render(case).get("Deployment", WORKER)["spec"]["template"]["spec"]
+
+
+def cases_with(kind: str, name: str) -> list[str]:
+    return [c for c in ALL_CASES if render(c).find(kind, name) is not None]
+
+
+# --- security ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", ALL_CASES)
+def test_every_pod_and_container_runs_hardened(case: str) -> None:
+    for obj, pod in render(case).pod_specs():
+        where = f"{obj['kind']} {obj['metadata']['name']}"
+        psc = pod.get("securityContext", {})
+        assert psc.get("runAsNonRoot") is True, where
+        assert isinstance(psc.get("runAsUser"), int) and psc["runAsUser"] > 0, where
+        assert psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
+        assert pod.get("automountServiceAccountToken") is False, where
+        assert not pod.get("hostNetwork") and not pod.get("hostPID"), where
+        for c in all_containers(pod):
+            sc = c.get("securityContext", {})
+            assert sc.get("allowPrivilegeEscalation") is False, (where, c["name"])
+            assert sc.get("readOnlyRootFilesystem") is True, (where, c["name"])
+            assert sc.get("runAsNonRoot") is True, (where, c["name"])
+            assert sc.get("privileged") in (None, False), (where, c["name"])
+            assert "ALL" in sc.get("capabilities", {}).get("drop", []), (where, c["name"])
+            assert sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", (where, c["name"])
+
+
+@pytest.mark.parametrize("case", ALL_CASES)
+def test_long_running_containers_get_a_writable_tmp_volume(case: str) -> None:
+    for obj, pod in render(case).pod_specs():
+        if obj["kind"] == "Pod":
+            continue  # the helm test pod writes nothing
+        volumes = {v["name"] for v in pod.get("volumes", [])}
+        for c in long_running_containers(pod):
+            mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+            assert "/tmp" in mounts, (obj["metadata"]["name"], c["name"])
+            assert set(mounts.values()) <= volumes
+
+
+@pytest.mark.parametrize("case", ALL_CASES)
+def test_every_container_requests_cpu_and_memory(case: str) -> None:
+    for obj, pod in render(case).pod_specs():
+        for c in all_containers(pod):
+            requests = c.get("resources", {}).get("requests", {})
+            assert {"cpu", "memory"} <= set(requests), (obj["metadata"]["name"], c["name"])
+
+
+@pytest.mark.parametrize("case", ALL_CASES)
+def test_images_are_the_three_contract_images_with_the_app_version(case: str) -> None:
+    rendered = render(case)
+    registry = rendered.values.get("imageRegistry") or ""
+    for _, pod in rendered.pod_specs():
+        for c in all_containers(pod):
+            repo, _, tag = c["image"].rpartition(":")
+            assert repo.removeprefix(registry.rstrip("/") + "/" if registry else "") in IMAGES
+            assert tag == "0.1.0"
+            assert c["imagePullPolicy"] == "IfNotPresent"
+
+
+# --- probes --------------------------------------------------------------------------------
+
+def assert_admin_probes(c: dict[str, Any], admin_port: int) -> None:
+    assert port_number(c, "admin") == admin_port
+    expected = {"livenessProbe": "/healthz", "readinessProbe": "/readyz",
+                "startupProbe": "/healthz"}
+    for probe, path in expected.items():
+        get = c[probe]["httpGet"]
+        assert (get["path"], get["port"]) == (path, "admin"), (c["name"], probe)
+
+
+@pytest.mark.parametrize("case", cases_with("Deployment", BACKEND))
+def test_the_sidecar_is_probed_on_its_admin_port(case: str) -> None:
+    assert_admin_probes(container(backend_pod(case), SIDECAR_NAME), SIDECAR_ADMIN_PORT)
+
+
+@pytest.mark.parametrize("case", cases_with("Deployment", WORKER))
+def test_the_worker_is_probed_on_its_admin_port(case: str) -> None:
+    assert_admin_probes(container(worker_pod(case), "retry-worker"), WORKER_ADMIN_PORT)
+
+
+def test_the_demo_app_is_probed_by_tcp_so_its_faults_never_restart_it() -> None:
+    app = container(backend_pod("default"), "backend")
+    assert app["livenessProbe"]["tcpSocket"]["port"] == "app"
+    assert "readinessProbe" not in app
+
+
+# --- labels and selectors ------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", ALL_CASES)
+def test_every_object_carries_the_recommended_labels(case: str) -> None:
+    for doc in render(case).docs:
+        labels = doc["metadata"].get("labels", {})
+        missing = [k for k in RECOMMENDED_LABELS if k not in labels]
+        assert not missing, (doc["kind"], doc["metadata"]["name"], missing)
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        assert doc["metadata"]["namespace"] == NAMESPACE
+
+
+@pytest.mark.parametrize("case", ALL_CASES)
+def test_selectors_match_their_pods_and_services_reach_named_ports(case: str) -> None:
+    rendered = render(case)
+    pods = {d["metadata"]["name"]: d["spec"]["template"] for d in rendered.of_kind("Deployment")}
+    for name, template in pods.items():
+        selector = rendered.get("Deployment", name)["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= template["metadata"]["labels"].items()
+        assert "helm.sh/chart" not in selector and "app.kubernetes.io/version" not in selector
+    for svc in rendered.of_kind("Service"):
+        matched = [t for t in pods.values()
+                   if svc["spec"]["selector"].items() <= t["metadata"]["labels"].items()]
+        assert len(matched) == 1, svc["metadata"]["name"]
+        port_names = {p["name"] for c in all_containers(matched[0]["spec"])
+                      for p in c.get("ports", [])}
+        for port in svc["spec"]["ports"]:
+            assert port["targetPort"] in port_names, (svc["metadata"]["name"], port)
+    for pdb in rendered.of_kind("PodDisruptionBudget"):
+        template = rendered.get("Deployment", pdb["metadata"]["name"])["spec"]["template"]
+        labels = template["metadata"]["labels"]
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        assert "maxUnavailable" in pdb["spec"], "minAvailable would block draining one replica"
+
+
+# --- the sidecar wiring --------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", cases_with("Deployment", BACKEND))
+def test_the_sidecar_is_native_on_1_29_and_later_unless_turned_off(case: str) -> None:
+    rendered = render(case)
+    pod = backend_pod(case)
+    init = {c["name"]: c for c in pod.get("initContainers", [])}
+    main = {c["name"]: c for c in pod["containers"]}
+    native = (rendered.values["sidecar"]["nativeSidecar"]
+              and tuple(map(int, rendered.case.kube_version.split(".")[:2])) >= (1, 29))
+    if native:
+        assert SIDECAR_NAME in init and SIDECAR_NAME not in main
+        assert init[SIDECAR_NAME]["restartPolicy"] == "Always"
+    else:
+        assert SIDECAR_NAME in main and SIDECAR_NAME not in init
+        assert "restartPolicy" not in main[SIDECAR_NAME]
+
+
+def test_old_clusters_get_a_plain_sidecar_and_an_exec_pre_stop() -> None:
+    pod = backend_pod("default-k8s-1.28")
+    sidecar = container(pod, SIDECAR_NAME)
+    assert sidecar in pod["containers"]
+    assert sidecar["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    assert container(backend_pod("default"), SIDECAR_NAME)["lifecycle"]["preStop"]["sleep"]
+
+
+@pytest.mark.parametrize("case", cases_with("Deployment", BACKEND))
+def test_the_backend_service_targets_the_sidecar_and_the_sidecar_targets_the_app(case: str) -> None:
+    rendered = render(case)
+    pod = backend_pod(case)
+    sidecar, app = container(pod, SIDECAR_NAME), container(pod, "backend")
+    svc = rendered.get("Service", BACKEND)
+    assert [p["targetPort"] for p in svc["spec"]["ports"]] == ["http"]
+    assert port_number(sidecar, "http") == SIDECAR_PORT
+    assert int(env_value(sidecar, "REDRIVE_LISTEN_PORT")) == SIDECAR_PORT
+    assert int(env_value(sidecar, "REDRIVE_ADMIN_PORT")) == SIDECAR_ADMIN_PORT
+    upstream = urlsplit(env_value(sidecar, "REDRIVE_UPSTREAM_URL"))
+    assert upstream.hostname == "127.0.0.1"
+    assert upstream.port == port_number(app, "app") == int(env_value(app, "PORT"))
+
+
+@pytest.mark.parametrize("case", cases_with("Deployment", BACKEND))
+def test_the_spool_is_a_volume_and_its_cap_fits_inside_it(case: str) -> None:
+    rendered = render(case)
+    pod = backend_pod(case)
+    sidecar = container(pod, SIDECAR_NAME)
+    env = env_map(sidecar)
+    spool = rendered.values["sidecar"]["spool"]
+    if not spool["enabled"]:
+        assert "REDRIVE_SPOOL_DIR" not in env and "REDRIVE_SPOOL_MAX_BYTES" not in env
+        return
+    path = env_value(sidecar, "REDRIVE_SPOOL_DIR")
+    mount = next(m for m in sidecar["volumeMounts"] if m["mountPath"] == path)
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    cap = int(env_value(sidecar, "REDRIVE_SPOOL_MAX_BYTES"))
+    if spool["persistence"]["enabled"]:
+        claim = rendered.get("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+        size = quantity_bytes(claim["spec"]["resources"]["requests"]["storage"])
+        assert rendered.get("Deployment", BACKEND)["spec"]["strategy"]["type"] == "Recreate"
+        assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    else:
+        size = quantity_bytes(volume["emptyDir"]["sizeLimit"])
+    assert 0 < cap <= size
+    if not spool["maxBytes"]:
+        assert cap == size * 9 // 10
+
+
+@pytest.mark.parametrize("case", cases_with("Deployment", BACKEND))
+def test_the_grace_period_outlasts_the_pre_stop_pause_and_the_drain(case: str) -> None:
+    pod = backend_pod(case)
+    sidecar = container(pod, SIDECAR_NAME)
+    drain = int(env_value(sidecar, "REDRIVE_DRAIN_TIMEOUT_SECONDS"))
+    pause = render(case).values["sidecar"]["preStopSleepSeconds"]
+    assert pod["terminationGracePeriodSeconds"] > drain + pause
+
+
+@pytest.mark.parametrize("case", cases_with("Deployment", WORKER))
+def test_the_worker_replays_to_the_backend_service_and_outlasts_its_drain(case: str) -> None:
+    rendered = render(case)
+    pod = worker_pod(case)
+    worker = container(pod, "retry-worker")
+    target = urlsplit(env_value(worker, "REDRIVE_TARGET_URL"))
+    custom = rendered.values["retryWorker"]["targetUrl"]
+    if custom:
+        assert env_value(worker, "REDRIVE_TARGET_URL") == custom
+    else:
+        svc = rendered.get("Service", BACKEND)
+        assert target.hostname == f"{BACKEND}.{NAMESPACE}.svc"
+        assert target.port == svc["spec"]["ports"][0]["port"]
+    drain = int(env_value(worker, "REDRIVE_DRAIN_TIMEOUT_SECONDS"))
+    assert pod["terminationGracePeriodSeconds"] > drain
+
+
+# --- env names against the contract -------------------------------------------------------
+
+def redrive_containers(case: str) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for _, pod in render(case).pod_specs():
+        for c in all_containers(pod):
+            if c["name"] == SIDECAR_NAME:
+                out.append(("sidecar", c))
+            elif c["name"] == "retry-worker":
+                out.append(("worker", c))
+    return out
+
+
+@pytest.mark.parametrize("case", ALL_CASES)
+def test_env_names_are_the_contract_names(case: str) -> None:
+    rendered = render(case)
+    extra = {e["name"] for part in ("sidecar", "retryWorker")
+             for e in rendered.values[part]["extraEnv"]}
+    for role, c in redrive_containers(case):
+        allowed = SIDECAR_ENV if role == "sidecar" else WORKER_ENV
+        names = set(env_map(c)) - extra
+        unknown = {n for n in names if n.startswith("REDRIVE_")} - allowed
+        assert not unknown, (role, sorted(unknown))
+        assert names <= allowed | set(POD_IDENTITY_ENV), (role, sorted(names - allowed))
+        for name, field in POD_IDENTITY_ENV.items():
+            assert env_map(c)[name]["valueFrom"]["fieldRef"]["fieldPath"] == field
+        for name, entry in env_map(c).items():
+            assert "value" in entry or "valueFrom" in entry, name
+
+
+@pytest.mark.parametrize("case", ALL_CASES)
+def test_every_contract_variable_the_chart_manages_is_set(case: str) -> None:
+    for role, c in redrive_containers(case):
+        expected = (SIDECAR_ENV if role == "sidecar" else WORKER_ENV) - KEY_ENV
+        if role == "sidecar" and not render(case).values["sidecar"]["spool"]["enabled"]:
+            expected -= {"REDRIVE_SPOOL_DIR", "REDRIVE_SPOOL_MAX_BYTES"}
+        missing = expected - set(env_map(c))
+        assert not missing, (role, sorted(missing))
+
+
+@pytest.mark.parametrize("case", ALL_CASES)
+def test_signing_and_seal_keys_are_wired_only_when_enabled(case: str) -> None:
+    rendered = render(case)
+    keys = rendered.values["keys"]
+    secret = keys["existingSecret"] or f"{RELEASE}-redrive-keys"
+    for _, c in redrive_containers(case):
+        env = env_map(c)
+        for name, enabled, key in (("REDRIVE_SIGNING_KEY", keys["signing"], keys["signingKeyName"]),
+                                   ("REDRIVE_SEAL_KEY", keys["seal"], keys["sealKeyName"])):
+            if not enabled:
+                assert name not in env
+                continue
+            ref = env[name]["valueFrom"]["secretKeyRef"]
+            assert (ref["name"], ref["key"]) == (secret, key)
+    generated = rendered.find("Secret", f"{RELEASE}-redrive-keys")
+    wants_generated = (keys["signing"] or keys["seal"]) and not keys["existingSecret"]
+    assert (generated is not None) == bool(wants_generated)
+    if generated:
+        assert generated["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_the_defaults_leave_signing_and_sealing_off() -> None:
+    for _, c in redrive_containers("default"):
+        assert not KEY_ENV & set(env_map(c))
+
+
+# --- Kafka ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", ALL_CASES)
+def test_both_services_use_the_same_kafka_and_topics(case: str) -> None:
+    rendered = render(case)
+    seen = {(env_value(c, "REDRIVE_KAFKA_BOOTSTRAP_SERVERS"), env_value(c, "REDRIVE_TOPIC"),
+             env_value(c, "REDRIVE_DLQ_TOPIC")) for _, c in redrive_containers(case)}
+    assert len(seen) == 1
+    bootstrap, topic, dlq = seen.pop()
+    assert topic != dlq
+    kafkas = rendered.of_kind("Kafka")
+    if not rendered.values["kafka"]["strimzi"]["enabled"]:
+        assert not kafkas and not rendered.of_kind("KafkaTopic")
+        assert bootstrap == rendered.values["kafka"]["bootstrapServers"]
+        return
+    [kafka] = kafkas
+    cluster = kafka["metadata"]["name"]
+    assert bootstrap == f"{cluster}-kafka-bootstrap.{NAMESPACE}.svc:9092"
+    assert kafka["apiVersion"] == "kafka.strimzi.io/v1"
+    assert "topicOperator" in kafka["spec"]["entityOperator"]
+    assert any(listener["port"] == 9092 and listener["tls"] is False
+               for listener in kafka["spec"]["kafka"]["listeners"])
+    [pool] = rendered.of_kind("KafkaNodePool")
+    assert pool["metadata"]["labels"]["strimzi.io/cluster"] == cluster
+    assert set(pool["spec"]["roles"]) == {"controller", "broker"}
+    assert pool["spec"]["storage"]["type"] == "ephemeral"
+    topics = {t["spec"]["topicName"]: t for t in rendered.of_kind("KafkaTopic")}
+    [worker] = [c for role, c in redrive_containers(case) if role == "worker"]
+    retry = env_value(worker, "REDRIVE_RETRY_TOPIC")
+    assert retry == f"{topic}.retry"
+    assert set(topics) == {topic, dlq, retry}
+    for t in topics.values():
+        assert t["metadata"]["labels"]["strimzi.io/cluster"] == cluster
+
+
+# --- optional extras -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", ALL_CASES)
+def test_monitors_need_both_the_value_and_the_api(case: str) -> None:
+    rendered = render(case)
+    api = "monitoring.coreos.com/v1" in rendered.case.api_versions
+    for kind, key in (("ServiceMonitor", "serviceMonitor"), ("PodMonitor", "podMonitor")):
+        wanted = rendered.values["monitoring"][key]["enabled"] and api
+        assert bool(rendered.of_kind(kind)) == wanted, kind
+
+
+def test_the_service_monitor_scrapes_both_admin_services() -> None:
+    rendered = render("monitoring")
+    [monitor] = rendered.of_kind("ServiceMonitor")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    scraped = [s for s in rendered.of_kind("Service")
+               if selector.items() <= s["metadata"]["labels"].items()]
+    assert {s["metadata"]["name"] for s in scraped} == {f"{BACKEND}-admin", WORKER}
+    for svc in scraped:
+        assert [p["name"] for p in svc["spec"]["ports"]] == ["admin"]
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    [pod_monitor] = rendered.of_kind("PodMonitor")
+    assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] == "admin"
+
+
+def test_the_autoscaler_scales_the_worker_which_then_has_no_fixed_replicas() -> None:
+    rendered = render("autoscaling")
+    [hpa] = rendered.of_kind("HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": WORKER}
+    assert "replicas" not in rendered.get("Deployment", WORKER)["spec"]
+    assert not render("default").of_kind("HorizontalPodAutoscaler")
+
+
+def test_network_policies_open_only_the_proxy_and_admin_ports() -> None:
+    rendered = render("networkpolicy")
+    backend = rendered.get("NetworkPolicy", BACKEND)
+    ports = [p["port"] for rule in backend["spec"]["ingress"] for p in rule["ports"]]
+    assert ports == ["http", "admin"]
+    assert all("from" in rule for rule in backend["spec"]["ingress"])
+    worker = rendered.get("NetworkPolicy", WORKER)
+    egress_ports = {p["port"] for rule in worker["spec"]["egress"] for p in rule["ports"]}
+    assert {53, 9092, 9093, SIDECAR_PORT} <= egress_ports
+    assert not render("default").of_kind("NetworkPolicy")
+
+
+def test_the_helm_test_pod_checks_the_service_and_the_admin_endpoints() -> None:
+    [pod] = render("default").of_kind("Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    urls = pod["spec"]["containers"][0]["command"][3:]
+    assert urls == [f"http://{BACKEND}:80/api/health", f"http://{BACKEND}-admin:9901/readyz",
+                    f"http://{WORKER}:9902/readyz"]
+
+
+def test_contract_copy_matches_shared_contract_md() -> None:
+    contract = REPO.parent / "shared" / "CONTRACT.md"
+    if not contract.is_file():
+        pytest.skip(f"{contract} is not beside this clone; the copy in chartlib.py stands")
+    found: dict[str, set[str]] = {}
+    heading = ""
+    for line in contract.read_text().splitlines():
+        if line in ("Common:", "Sidecar:", "Retry worker:"):
+            heading = line.rstrip(":")
+        elif line.startswith("## "):
+            heading = ""
+        elif heading and (m := re.match(r"^\| `(REDRIVE_[A-Z_]+)` \|", line)):
+            found.setdefault(heading, set()).add(m[1])
+    assert found == {"Common": CONTRACT_COMMON_ENV, "Sidecar": CONTRACT_SIDECAR_ENV,
+                     "Retry worker": CONTRACT_WORKER_ENV}

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PACKAGES := redrive sidecar backend $(wildcard retry-worker)
 PKG_FILES := $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
 
-.PHONY: help venv run demo test lint typecheck bench bench-tools tools clean
+.PHONY: help venv run demo test lint typecheck bench bench-tools tools images clean
 
 help:
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ bench-tools:
 
 bench: venv bench-tools ## proxy throughput/latency benchmark with wrk and nginx (prints a table)
 	$(BIN)/python bench/proxy_bench.py
+
+images: ## build the sidecar, retry-worker and backend images with buildah and smoke-run them
+	./scripts/build-images.sh
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -155,7 +155,8 @@ class Publisher:
 
 
 def consumer_options(kafka: KafkaSettings, *, client_id: str, group_id: str | None,
-                     request_timeout: float = 30.0) -> dict[str, Any]:
+                     request_timeout: float = 30.0,
+                     session_timeout: float = 10.0) -> dict[str, Any]:
     """aiokafka consumer arguments for manual commits. Seconds become ``*_ms`` only here.
 
     Offsets are committed by the caller once each record's outcome is durable, never
@@ -171,8 +172,10 @@ def consumer_options(kafka: KafkaSettings, *, client_id: str, group_id: str | No
         "request_timeout_ms": int(request_timeout * 1000),
         "retry_backoff_ms": 100,
         "metadata_max_age_ms": 60_000,
-        "session_timeout_ms": 10_000,
-        "heartbeat_interval_ms": 3_000,
+        # A dead member's partitions move after this; joining also waits about half of
+        # it on some brokers (Tansu), so tests use a short one.
+        "session_timeout_ms": int(session_timeout * 1000),
+        "heartbeat_interval_ms": max(100, int(session_timeout * 1000 / 3)),
         # A record holds a request body (up to the sidecar's limit, base64 grows it).
         "max_partition_fetch_bytes": 4 * 1_048_576,
     }

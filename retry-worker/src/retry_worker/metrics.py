@@ -1,0 +1,57 @@
+"""The worker's Prometheus metrics, defined once against a registry passed in.
+
+Label values are bounded (outcome, reason, topic); every known combination is created at
+start so dashboards see zeros instead of missing series.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from redrive.deadletter import REASONS
+from retry_worker.policy import Verdict
+
+REJECT_REASONS = ("malformed",)
+"""Why a record was refused before any replay (``unsigned``/``forged`` come with signing)."""
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry, topics: tuple[str, ...] = ()) -> None:
+        ns, sub = "redrive", "retry_worker"
+        self.replays = Counter(
+            "replays", "Replay attempts by outcome: success, retriable, permanent.",
+            ["outcome"], namespace=ns, subsystem=sub, registry=registry)
+        self.dead_letters = Counter(
+            "dead_letters", "Records written to the dead-letter topic, by reason.",
+            ["reason"], namespace=ns, subsystem=sub, registry=registry)
+        self.rejected = Counter(
+            "rejected_records", "Records refused before any replay (not a valid record).",
+            ["reason"], namespace=ns, subsystem=sub, registry=registry)
+        self.retries_scheduled = Counter(
+            "retries_scheduled", "Records re-published to the retry topic for a later attempt.",
+            namespace=ns, subsystem=sub, registry=registry)
+        self.replay_duration = Histogram(
+            "replay_duration_seconds", "Duration of one replay attempt, answered or not.",
+            namespace=ns, subsystem=sub, registry=registry, buckets=DURATION_BUCKETS)
+        self.in_flight = Gauge(
+            "replays_in_flight", "Replays started and not yet finished.",
+            namespace=ns, subsystem=sub, registry=registry)
+        self.waiting = Gauge(
+            "waiting_records", "Retry-topic records held until their due time.",
+            namespace=ns, subsystem=sub, registry=registry)
+        self.breaker_open = Gauge(
+            "circuit_open", "1 while the circuit breaker holds replays back, else 0.",
+            namespace=ns, subsystem=sub, registry=registry)
+        self.lag = Gauge(
+            "consumer_lag_records",
+            "Records on this worker's assigned partitions not yet committed, by topic.",
+            ["topic"], namespace=ns, subsystem=sub, registry=registry)
+        for verdict in Verdict:
+            self.replays.labels(verdict.value)
+        for reason in REASONS:
+            self.dead_letters.labels(reason)
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
+        for topic in topics:
+            self.lag.labels(topic)

@@ -1,0 +1,99 @@
+"""Making an outcome durable: re-publish for a later attempt, or dead-letter.
+
+Each write waits for Kafka's acknowledgement and keeps trying while Kafka is unavailable;
+the caller marks the record's offset finished only after it returns. Cancelling a write
+(shutdown) leaves the offset uncommitted, so the record is read again after the restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from redrive.deadletter import (
+    DUE_HEADER,
+    HISTORY_HEADER,
+    MALFORMED,
+    AttemptLog,
+    dead_letter,
+    encode_due,
+    encode_history,
+    malformed_letter,
+)
+from redrive.envelope import KAFKA_HEADERS, Record, encode
+from redrive.errors import PublishError
+from redrive.kafka import Headers
+from retry_worker.metrics import Metrics
+from retry_worker.policy import DeadLetter
+
+log = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT = 10.0
+"""Longest wait for one acknowledgement of a retry or dead-letter record."""
+
+
+class Sink(Protocol):
+    """The Kafka producer seam (:class:`redrive.kafka.Publisher`)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers,
+                      timeout: float) -> object: ...
+
+
+class Outcomes:
+    def __init__(self, publisher: Sink, metrics: Metrics, *, retry_topic: str, dlq_topic: str,
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self._publisher = publisher
+        self._metrics = metrics
+        self._retry_topic = retry_topic
+        self._dlq_topic = dlq_topic
+        self._clock = clock
+        self._sleep = sleep
+
+    async def retry_later(self, record: Record, due: float,
+                          history: Sequence[AttemptLog]) -> None:
+        """Park ``record`` (its ``attempt`` = replays made) on the retry topic until ``due``."""
+        headers = [*KAFKA_HEADERS, (DUE_HEADER, encode_due(due)),
+                   (HISTORY_HEADER, encode_history(history))]
+        await self._publish(self._retry_topic, record.id.encode(), encode(record), headers)
+        self._metrics.retries_scheduled.inc()
+
+    async def dead_letter(self, record: Record, decision: DeadLetter,
+                          history: Sequence[AttemptLog]) -> None:
+        letter = dead_letter(record, decision.reason, history, at=self._clock(),
+                             detail=decision.detail)
+        await self._publish(self._dlq_topic, record.id.encode(), encode(letter), KAFKA_HEADERS)
+        self._metrics.dead_letters.labels(decision.reason).inc()
+        log.warning("record dead-lettered", extra={
+            "reason": decision.reason, "detail": decision.detail, "attempts": len(history)})
+
+    async def malformed(self, value: bytes, problems: Sequence[str], *, topic: str,
+                        partition: int, offset: int, key: bytes | None) -> None:
+        """Dead-letter a value that is not a record, wrapped with its raw bytes."""
+        letter_id, wrapped = malformed_letter(value, problems, at=self._clock(), topic=topic,
+                                              partition=partition, offset=offset, key=key)
+        await self._publish(self._dlq_topic, key or letter_id.encode(), wrapped, KAFKA_HEADERS)
+        self._metrics.rejected.labels(MALFORMED).inc()
+        self._metrics.dead_letters.labels(MALFORMED).inc()
+        log.warning("malformed record dead-lettered", extra={
+            "topic": topic, "partition": partition, "offset": offset,
+            "dead_letter_id": letter_id, "problems": list(problems[:5])})
+
+    async def _publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None:
+        """Publish until Kafka acknowledges (backing off up to 5 s between tries)."""
+        delay = 0.2
+        while True:
+            try:
+                await self._publisher.publish(topic, key, value, headers, PUBLISH_TIMEOUT)
+                return
+            except PublishError as exc:
+                log.warning("publish failed; retrying", extra={
+                    "topic": topic, "error": str(exc), "retry_in_seconds": delay})
+                await self._sleep(delay)
+                delay = min(5.0, delay * 2)

@@ -1,0 +1,144 @@
+"""The outbound HTTP boundary: turn a record into a request to the target, and send it.
+
+The request always goes to ``REDRIVE_TARGET_URL``: the record contributes only an
+origin-form path (``/a/b?x=1``), checked so that the resulting URL keeps the target's
+origin. ``backend_url`` and ``host`` from the record are never used. Redirects are not
+followed. aiohttp's exceptions stop here: :meth:`Replayer.send` returns a
+:class:`~retry_worker.policy.Result` with either a status or an error name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from redrive.envelope import Record
+from retry_worker.policy import Result, parse_retry_after
+from retry_worker.settings import TargetSettings, target_origin
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "proxy-authenticate",
+    "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade",
+})
+"""RFC 9110 §7.6.1: meaningful for one connection only, never forwarded."""
+REPLACED = frozenset({"host", "content-length", "expect", "idempotency-key",
+                      "x-redrive-replay", "x-redrive-attempt"})
+"""Set by the replay itself (or by aiohttp from the body), never copied from the record."""
+REPLAY_HEADER = "X-Redrive-Replay"
+ATTEMPT_HEADER = "X-Redrive-Attempt"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+class UnsafeTarget(ValueError):
+    """The record's ``uri`` would send the replay somewhere other than the target."""
+
+
+def replay_url(target: str, uri: str) -> URL:
+    """``target`` + ``uri``, refusing anything that could leave the target's origin.
+
+    ``uri`` must be origin-form: one leading ``/`` (``//host/x`` is a network-path
+    reference), no backslash (some stacks read it as ``/``), no whitespace, control
+    characters or fragment. Raises :class:`UnsafeTarget`.
+    """
+    if not uri.startswith("/") or uri.startswith("//"):
+        raise UnsafeTarget(f"uri {uri[:80]!r} is not a path starting with a single '/'")
+    if "\\" in uri or "#" in uri or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F
+                                        for ch in uri):
+        raise UnsafeTarget(f"uri {uri[:80]!r} contains characters not allowed in a path")
+    try:
+        url = URL(target.rstrip("/") + uri, encoded=True)
+    except ValueError as exc:
+        raise UnsafeTarget(f"uri {uri[:80]!r} does not form a valid URL: {exc}") from None
+    if (url.scheme, (url.host or "").lower(), url.port) != target_origin(target):
+        raise UnsafeTarget(f"uri {uri[:80]!r} would leave the target's origin")
+    return url
+
+
+def replay_headers(record: Record, target: str, attempt: int) -> CIMultiDict[str]:
+    """The record's headers minus hop-by-hop ones, plus Host and the replay headers."""
+    connection_tokens = {t.strip().lower()
+                         for t in record.headers.get("connection", "").split(",") if t.strip()}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in record.headers.items():
+        lowered = name.lower()
+        if lowered in HOP_BY_HOP or lowered in REPLACED or lowered in connection_tokens:
+            continue
+        out.add(name, value)
+    parts = URL(target)
+    default_port = 443 if parts.scheme == "https" else 80
+    host = parts.host or ""
+    out["Host"] = host if parts.port in (None, default_port) else f"{host}:{parts.port}"
+    out[IDEMPOTENCY_HEADER] = record.idempotency_key
+    out[REPLAY_HEADER] = record.id
+    out[ATTEMPT_HEADER] = str(attempt)
+    return out
+
+
+def new_session(target: TargetSettings, concurrency: int) -> aiohttp.ClientSession:
+    """One session for the worker's life. No cookie jar: one record's cookies must never
+    reach another's replay. No automatic headers: the replay carries the record's own."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=target.timeout_seconds,
+                                      sock_connect=target.connect_timeout_seconds),
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        auto_decompress=False,
+    )
+
+
+class Replayer:
+    """Sends replays over one ``ClientSession``; :meth:`send` never raises for I/O."""
+
+    def __init__(self, session: aiohttp.ClientSession, target: str,
+                 clock: Callable[[], float] = time.time,
+                 timer: Callable[[], float] = time.perf_counter) -> None:
+        self._session = session
+        self._target = target
+        self._clock = clock
+        self._timer = timer
+
+    def url(self, record: Record) -> URL:
+        """Raises :class:`UnsafeTarget` (checked before the first attempt)."""
+        return replay_url(self._target, record.uri)
+
+    async def send(self, record: Record, attempt: int) -> Result:
+        url = self.url(record)
+        headers = replay_headers(record, self._target, attempt)
+        started_at, start = self._clock(), self._timer()
+
+        def result(status: int | None = None, error: str | None = None,
+                   retry_after: str | None = None) -> Result:
+            return Result(started_at=started_at, duration_seconds=self._timer() - start,
+                          status=status, error=error,
+                          retry_after_seconds=parse_retry_after(retry_after, self._clock()))
+
+        try:
+            async with self._session.request(record.method, url, headers=headers,
+                                             data=record.body or None,
+                                             allow_redirects=False) as resp:
+                await resp.read()
+                return result(resp.status, retry_after=resp.headers.get("Retry-After"))
+        except TimeoutError:
+            return result(error="timeout")
+        except aiohttp.ClientConnectorError:
+            return result(error="connect_error")
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError,
+                aiohttp.ClientPayloadError):
+            return result(error="connection_error")
+        except aiohttp.ClientResponseError as exc:
+            # A response aiohttp could not parse: the service answered, but not in HTTP.
+            return result(error=f"bad_response_{exc.status}" if exc.status else "bad_response")
+        except aiohttp.ClientError:
+            return result(error="client_error")
+
+
+async def close_session(session: aiohttp.ClientSession) -> None:
+    await session.close()
+    # Let the connector's transports close before the loop goes (aiohttp's advice).
+    await asyncio.sleep(0)

@@ -1,0 +1,62 @@
+"""How a record becomes a request: the URL stays on the target, headers are cleaned."""
+
+from __future__ import annotations
+
+import pytest
+
+from retry_worker.replay import UnsafeTarget, replay_headers, replay_url
+from tests.support.worker import make_record
+
+TARGET = "http://svc.default:8080"
+
+
+def test_the_uri_is_appended_to_the_target() -> None:
+    assert str(replay_url(TARGET, "/api/users?x=1&y=%20")) == \
+        "http://svc.default:8080/api/users?x=1&y=%20"
+
+
+def test_a_target_path_prefix_is_kept() -> None:
+    assert str(replay_url("http://svc:80/base", "/a")) == "http://svc/base/a"
+
+
+@pytest.mark.parametrize("uri", [
+    "//evil.example/x", "///evil", "http://evil.example/x", "evil.example/x", "",
+    "/\\evil.example/x", "/a b", "/a\r\nHost: evil", "/x#frag", "/\x00", "?x=1",
+    "@evil.example/x",
+])
+def test_anything_that_could_leave_the_target_is_refused(uri: str) -> None:
+    with pytest.raises(UnsafeTarget):
+        replay_url(TARGET, uri)
+
+
+def test_an_at_sign_in_the_path_does_not_change_the_host() -> None:
+    url = replay_url(TARGET, "/@evil.example/x")
+    assert (url.host, url.port) == ("svc.default", 8080)
+
+
+def test_hop_by_hop_and_connection_named_headers_are_dropped() -> None:
+    record = make_record(headers={
+        "connection": "keep-alive, x-secret-hop", "keep-alive": "timeout=5",
+        "transfer-encoding": "chunked", "upgrade": "websocket", "te": "trailers",
+        "proxy-authorization": "Basic x", "x-secret-hop": "1", "content-length": "99",
+        "content-type": "text/plain", "x-request-id": "abc"})
+    headers = replay_headers(record, TARGET, attempt=1)
+    assert {k.lower() for k in headers} == {
+        "content-type", "x-request-id", "host", "idempotency-key", "x-redrive-replay",
+        "x-redrive-attempt"}
+
+
+def test_host_is_the_target_and_the_replay_headers_are_set() -> None:
+    record = make_record(headers={"host": "evil.example", "idempotency-key": "forged",
+                                  "x-redrive-attempt": "99"})
+    headers = replay_headers(record, TARGET, attempt=3)
+    assert headers["Host"] == "svc.default:8080"
+    assert headers["Idempotency-Key"] == record.idempotency_key
+    assert headers["X-Redrive-Replay"] == record.id
+    assert headers["X-Redrive-Attempt"] == "3"
+    assert len(headers.getall("Idempotency-Key")) == 1
+
+
+def test_the_default_port_is_left_out_of_host() -> None:
+    assert replay_headers(make_record(), "https://svc", 1)["Host"] == "svc"
+    assert replay_headers(make_record(), "http://svc:80", 1)["Host"] == "svc"

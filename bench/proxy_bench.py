@@ -138,6 +138,7 @@ def main() -> None:
         procs.append(broker.process)
         nginx_port, base_port, sc_port, sc_admin = (free_port() for _ in range(4))
         down_port, down_admin = free_port(), free_port()
+        spool_port, spool_admin = free_port(), free_port()
         procs.append(start_nginx(nginx_port, tmp))
         procs.append(Process([*pin(0), sys.executable, str(REPO / "bench/minimal_proxy.py"),
                               str(base_port), f"http://127.0.0.1:{nginx_port}"],
@@ -155,7 +156,16 @@ def main() -> None:
             "REDRIVE_ADMIN_PORT": str(down_admin),
             "REDRIVE_UPSTREAM_URL": f"http://127.0.0.1:{free_port()}"})
         procs.append(down)
-        for port in (base_port, sc_port, down_port):
+        # Kafka unreachable too: every capture is fsync'd to the spool before the answer.
+        spool = Process([*pin(0), sys.executable, "-m", "sidecar"], name="sidecar-spool", env={
+            **common, "REDRIVE_LISTEN_PORT": str(spool_port),
+            "REDRIVE_ADMIN_PORT": str(spool_admin),
+            "REDRIVE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "REDRIVE_SPOOL_DIR": str(tmp / "spool"),
+            "REDRIVE_UPSTREAM_URL": f"http://127.0.0.1:{free_port()}"})
+        (tmp / "spool").mkdir()
+        procs.append(spool)
+        for port in (base_port, sc_port, down_port, spool_port):
             wait_for_port(port)
         sidecar.wait_http(f"http://127.0.0.1:{sc_admin}/readyz")
         down.wait_http(f"http://127.0.0.1:{down_admin}/readyz")
@@ -175,6 +185,8 @@ def main() -> None:
             rows[f"{label} POST 1KiB"] = run(f"http://127.0.0.1:{port}/api/users", post=True)
         rows["sidecar, backend down POST 1KiB"] = run(
             f"http://127.0.0.1:{down_port}/api/users", post=True)
+        rows["sidecar, backend+Kafka down (spool)"] = run(
+            f"http://127.0.0.1:{spool_port}/api/users", post=True)
         one_direct = run(f"http://127.0.0.1:{nginx_port}/api/data", post=False, connections=1)
         one_sidecar = run(f"http://127.0.0.1:{sc_port}/api/data", post=False, connections=1)
 
@@ -185,6 +197,7 @@ def main() -> None:
                                          timeout=120, idle=5))
         distinct = len({k for k, _, _ in records})
         rss = rss_mb(sidecar.pid)
+        spool_metrics = scrape(f"http://127.0.0.1:{spool_admin}")
 
         print(f"\nRedrive proxy benchmark: wrk -c{args.connections}, {args.duration}s runs, "
               f"median of {args.runs}; proxy+nginx on CPU 0, wrk on CPU 1\n")
@@ -192,7 +205,8 @@ def main() -> None:
         for label, r in rows.items():
             print(f"{label:<36}{r.rps:>10.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}"
                   f"{r.non2xx:>9}{r.errors:>8}")
-        base_get, base_post = rows["minimal aiohttp proxy GET"], rows["minimal aiohttp proxy POST 1KiB"]
+        base_get = rows["minimal aiohttp proxy GET"]
+        base_post = rows["minimal aiohttp proxy POST 1KiB"]
         print("\nratios (sidecar / minimal proxy; target >= 1.0, aim 1.5):")
         print(f"  GET  {rows['sidecar GET'].rps / base_get.rps:.2f}x")
         print(f"  POST {rows['sidecar POST 1KiB'].rps / base_post.rps:.2f}x")
@@ -200,6 +214,13 @@ def main() -> None:
         print(f"  {rows['sidecar, backend down POST 1KiB'].rps:.0f} req/s; acknowledged "
               f"captures {published}, lost {lost}, distinct ids in the topic {distinct}, "
               f"missing {max(0, published - distinct)}")
+        print("spool path (backend and Kafka down, fsync before each answer; target >= 5000/s, "
+              "p99 < 20 ms):")
+        sp = rows["sidecar, backend+Kafka down (spool)"]
+        spooled = int(spool_metrics['redrive_sidecar_captures_total{result="spooled"}'])
+        spool_lost = int(spool_metrics['redrive_sidecar_captures_total{result="lost"}'])
+        print(f"  {sp.rps:.0f} req/s, p99 {sp.p99_ms:.1f} ms; spooled {spooled}, "
+              f"lost {spool_lost}")
         print("added latency, 1 connection, p50 (target <= 0.5 ms):")
         print(f"  direct {one_direct.p50_ms:.3f} ms, sidecar {one_sidecar.p50_ms:.3f} ms, "
               f"added {one_sidecar.p50_ms - one_direct.p50_ms:.3f} ms")

@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -27,6 +26,7 @@ from sidecar.capture import Capturer
 from sidecar.metrics import SidecarMetrics
 from sidecar.proxy import Proxy
 from sidecar.settings import Settings
+from sidecar.upstream import UpstreamClient
 
 if TYPE_CHECKING:
     from sidecar.spool import Spool, SpooledRecord
@@ -109,13 +109,8 @@ async def _admin_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     s = state.settings
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True,
-                                     keepalive_timeout=30)
-    timeout = aiohttp.ClientTimeout(total=s.upstream.timeout,
-                                    sock_connect=s.upstream.connect_timeout)
-    session = aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                    auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
-                                    raise_for_status=False)
+    client = UpstreamClient(s.upstream.url, connect_timeout=s.upstream.connect_timeout,
+                            timeout=s.upstream.timeout, idle_timeout=30.0)
     # A record carries the body, base64 when binary (4/3 larger), plus headers and metadata.
     publisher = Publisher(s.kafka, client_id=f"redrive-sidecar-{s.identity.pod}",
                           max_record_bytes=s.listen.max_body_bytes * 4 // 3 + 256 * 1024)
@@ -124,10 +119,10 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     capturer = Capturer(s, publisher, state.metrics, spool=spool,
                         spool_active=_spool_backlog(spool))
     state.publisher = publisher
-    state.proxy = Proxy(s, session, capturer, state.metrics)
+    state.proxy = Proxy(s, client, capturer, state.metrics)
     yield
     state.proxy = None
-    await session.close()
+    await client.close()
     # In-flight handlers have finished (or were cut at the drain timeout): flush.
     await publisher.stop(timeout=_remaining(state, minimum=2.0))
     if spool is not None:

@@ -13,6 +13,7 @@ import errno
 import aiohttp
 
 from redrive.envelope import Failure
+from sidecar import upstream
 
 CONNECT_REFUSED = "connect_refused"
 CONNECT_TIMEOUT = "connect_timeout"
@@ -36,8 +37,10 @@ _REASONS = {
 
 
 def classify_exception(exc: BaseException) -> Failure:
-    """Map an aiohttp client exception (or a timeout) raised before the response
-    headers arrived to a :class:`Failure`."""
+    """Map an upstream client exception (``sidecar.upstream`` or aiohttp's), or a
+    timeout, raised before the response headers arrived to a :class:`Failure`."""
+    if isinstance(exc, upstream.UpstreamError):
+        return _classify_upstream(exc)
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return Failure(CONNECT_TIMEOUT, None, reached_upstream=False)
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -50,6 +53,21 @@ def classify_exception(exc: BaseException) -> Failure:
         return Failure(PROTOCOL_ERROR, None, reached_upstream=True)
     # ServerDisconnectedError, ClientOSError (ECONNRESET, EPIPE) and anything else: the
     # bytes may have reached the app, so the worker must treat the request as seen.
+    return Failure(CONNECTION_RESET, None, reached_upstream=True)
+
+
+def _classify_upstream(exc: upstream.UpstreamError) -> Failure:
+    if isinstance(exc, upstream.ConnectTimeout):
+        return Failure(CONNECT_TIMEOUT, None, reached_upstream=False)
+    if isinstance(exc, upstream.ConnectRefused):
+        return Failure(CONNECT_REFUSED, None, reached_upstream=False)
+    if isinstance(exc, upstream.ConnectError):
+        return Failure(CONNECT_ERROR, None, reached_upstream=False)
+    if isinstance(exc, upstream.ReadTimeout):
+        return Failure(READ_TIMEOUT, None, reached_upstream=True)
+    if isinstance(exc, upstream.ProtocolError):
+        return Failure(PROTOCOL_ERROR, None, reached_upstream=True)
+    # ConnectionReset: the bytes may have reached the app.
     return Failure(CONNECTION_RESET, None, reached_upstream=True)
 
 

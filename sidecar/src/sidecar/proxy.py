@@ -1,7 +1,8 @@
 """The reverse proxy: forward to the app, pass answers back, hand failures to capture.
 
 The happy path is kept lean on purpose (no per-request logging, no JSON, header sets
-computed once, one pooled connector): the proxy sits in front of every request.
+computed once, headers kept as plain pairs, one pooled lean upstream client): the proxy
+sits in front of every request.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from collections.abc import Iterable
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
+from multidict import CIMultiDictProxy
 
-from redrive.envelope import IDEMPOTENT_METHODS, SAFE_METHODS, Failure, merge_headers, new_id
+from redrive.envelope import SAFE_METHODS, Failure, merge_headers, new_id
 from sidecar import failures
 from sidecar.capture import Captured, Capturer, RequestInfo
 from sidecar.metrics import SidecarMetrics
 from sidecar.settings import Settings
+from sidecar.upstream import Response, UpstreamClient, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +31,13 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
     "upgrade", "proxy-authenticate", "proxy-authorization",
 })
-# Recomputed by aiohttp from the buffered body, or rewritten by us.
+# Recomputed by the upstream client from the buffered body, or rewritten by us.
 _REQUEST_SKIP = HOP_BY_HOP | {"content-length", "x-forwarded-proto", "x-forwarded-host"}
 _RESPONSE_SKIP = HOP_BY_HOP | {"content-length"}
-# Never let aiohttp invent headers the client did not send.
-_NO_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
 REPLAY_HEADER = "X-Redrive-Replay"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Bodies up to this size are read whole and answered in one write; larger ones stream.
 _BUFFER_RESPONSE_BYTES = 64 * 1024
-_CHUNK = 64 * 1024
 
 
 def _connection_tokens(headers: CIMultiDictProxy[str]) -> frozenset[str]:
@@ -50,33 +48,43 @@ def _connection_tokens(headers: CIMultiDictProxy[str]) -> frozenset[str]:
 
 
 def _forward_headers(headers: CIMultiDictProxy[str], remote: str | None, scheme: str,
-                     host: str | None) -> CIMultiDict[str]:
+                     host: str | None) -> list[tuple[str, str]]:
     skip = _REQUEST_SKIP
     if "Connection" in headers:
         skip = skip | _connection_tokens(headers)
-    out: CIMultiDict[str] = CIMultiDict()
+    out: list[tuple[str, str]] = []
+    prior: list[str] = []
     for name, value in headers.items():
-        if name.lower() not in skip:
-            out.add(name, value)
+        lname = name.lower()
+        if lname in skip:
+            continue
+        if remote and lname == "x-forwarded-for":
+            prior.append(value)
+        else:
+            out.append((name, value))
     # X-Forwarded-For: append the peer to what the client sent (documented: the chain is
     # only as trustworthy as the hop before us).
     if remote:
-        prior = out.popall("X-Forwarded-For", ())
-        out["X-Forwarded-For"] = ", ".join([*prior, remote]) if prior else remote
-    out["X-Forwarded-Proto"] = scheme
+        out.append(("X-Forwarded-For", ", ".join([*prior, remote]) if prior else remote))
+    out.append(("X-Forwarded-Proto", scheme))
     if host:
-        out["X-Forwarded-Host"] = host
+        out.append(("X-Forwarded-Host", host))
     return out
 
 
-def _response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    skip = _RESPONSE_SKIP
-    if "Connection" in headers:
-        skip = skip | _connection_tokens(headers)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        if name.lower() not in skip:
-            out.add(name, value)
+def _response_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    tokens: set[str] = set()
+    for name, value in headers:
+        lname = name.lower()
+        if lname in _RESPONSE_SKIP:
+            if lname == "connection":
+                tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
+            continue
+        out.append((name, value))
+    tokens -= HOP_BY_HOP
+    if tokens:  # RFC 9110 §7.6.1: the fields Connection names are hop-by-hop too
+        out = [(name, value) for name, value in out if name.lower() not in tokens]
     return out
 
 
@@ -94,16 +102,14 @@ class BodyTooLarge(Exception):
 
 
 class Proxy:
-    """The request handler. One instance per process, bound to one ClientSession."""
+    """The request handler. One instance per process, bound to one UpstreamClient (which
+    holds the upstream URL, its path prefix and the timeouts)."""
 
-    def __init__(self, settings: Settings, session: aiohttp.ClientSession,
+    def __init__(self, settings: Settings, client: UpstreamClient,
                  capturer: Capturer, metrics: SidecarMetrics) -> None:
-        self._session = session
+        self._client = client
         self._capturer = capturer
         self._metrics = metrics
-        self._base = URL(settings.upstream.url)
-        self._base_path = self._base.raw_path.rstrip("/")
-        self._prefix = str(self._base.origin()) + self._base_path
         self._capture_statuses = settings.upstream.capture_statuses
         self._max_body = settings.listen.max_body_bytes
         self._read_timeout = settings.listen.client_read_timeout
@@ -141,14 +147,15 @@ class Proxy:
             # tell a redrive from new work. The capture id doubles as the key.
             request_id = new_id()
             idem_key = request_id
-            fwd[IDEMPOTENCY_HEADER] = idem_key
+            fwd.append((IDEMPOTENCY_HEADER, idem_key))
 
         # raw_path keeps the client's exact bytes (percent-encoding included); the parsed
         # forms (request.path, request.query_string) are decoded and must not be re-sent.
-        url = URL(self._prefix + request.raw_path, encoded=True)
+        # The client prepends the upstream URL's path prefix.
+        data = body if body or method not in SAFE_METHODS else None
         started = time.perf_counter()
         try:
-            upstream = await self._send(method, url, fwd, body)
+            upstream = await self._client.request(method, request.raw_path, fwd, data)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -163,7 +170,7 @@ class Proxy:
         status = upstream.status
         if status in self._capture_statuses and not replay:
             self._failure_kind[failures.UPSTREAM_STATUS].inc()
-            retry_after = upstream.headers.get("Retry-After")
+            retry_after = upstream.header("Retry-After")
             upstream.release()
             return await self._captured(request, fwd, body, request_id, idem_key,
                                         failures.status_failure(status), retry_after)
@@ -189,30 +196,14 @@ class Proxy:
                 chunks.append(chunk)
             return b"".join(chunks)
 
-    async def _send(self, method: str, url: URL, headers: CIMultiDict[str],
-                    body: bytes) -> aiohttp.ClientResponse:
-        data = body if body or method not in SAFE_METHODS else None
-        try:
-            return await self._session.request(method, url, headers=headers, data=data,
-                                               allow_redirects=False,
-                                               skip_auto_headers=_NO_AUTO_HEADERS)
-        except aiohttp.ServerDisconnectedError:
-            # A pooled keep-alive connection the app had already closed. For idempotent
-            # methods one immediate retry on a fresh connection is safe (RFC 9110 §9.2.2).
-            if method not in IDEMPOTENT_METHODS:
-                raise
-            return await self._session.request(method, url, headers=headers, data=data,
-                                               allow_redirects=False,
-                                               skip_auto_headers=_NO_AUTO_HEADERS)
-
     async def _pass_back(self, request: web.Request,
-                         upstream: aiohttp.ClientResponse) -> web.StreamResponse:
-        headers = _response_headers(upstream.headers)
+                         upstream: Response) -> web.StreamResponse:
+        headers = _response_headers(upstream.raw_headers)
         length = upstream.content_length
         try:
             if request.method == "HEAD" or upstream.status in (204, 304):
                 upstream.release()
-                head: web.StreamResponse = web.Response(status=upstream.status, reason=upstream.reason,
+                head = web.Response(status=upstream.status, reason=upstream.reason,
                                     headers=headers)
                 if length is not None and request.method == "HEAD":
                     head.headers["Content-Length"] = str(length)
@@ -228,12 +219,12 @@ class Proxy:
             if length is not None:
                 resp.content_length = length
             await resp.prepare(request)
-            async for chunk in upstream.content.iter_chunked(_CHUNK):
+            while chunk := await upstream.next_chunk():
                 await resp.write(chunk)
             await resp.write_eof()
             self._outcome["proxied"].inc()
             return resp
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (UpstreamError, aiohttp.ClientError, TimeoutError) as exc:
             # The app's answer broke off after it started: the request was processed, so
             # it is not captured. The client must not mistake a truncated body for a
             # whole one, so its connection is dropped.
@@ -246,14 +237,14 @@ class Proxy:
         finally:
             upstream.release()
 
-    async def _captured(self, request: web.Request, fwd: CIMultiDict[str], body: bytes,
+    async def _captured(self, request: web.Request, fwd: list[tuple[str, str]], body: bytes,
                         request_id: str | None, idem_key: str | None, failure: Failure,
                         upstream_retry_after: str | None) -> web.Response:
         rid = request_id or new_id()
         info = RequestInfo(
             id=rid, method=request.method, uri=request.raw_path,
             query_string=request.raw_path.partition("?")[2],
-            headers=merge_headers((k, v) for k, v in fwd.items()
+            headers=merge_headers((k, v) for k, v in fwd
                                   if k.lower() not in _FORWARDING_HEADERS),
             body=body, remote_addr=request.remote or "", idempotency_key=idem_key or rid)
         captured = await self._capturer.capture(info, failure)

@@ -24,6 +24,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SIDECAR = "http://127.0.0.1:8080"
@@ -90,7 +92,7 @@ def run() -> int:
 def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
          timeout: float = 10.0) -> tuple[int, dict[str, str], Any]:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={
+    req = urllib.request.Request(url, data=data, method=method, headers={  # noqa: S310
         "Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback
@@ -124,8 +126,6 @@ def wait_until(check: Any, timeout: float, what: str) -> Any:
 
 
 async def read_record(capture_id: str, timeout: float = 15.0) -> dict[str, Any] | None:
-    from aiokafka import AIOKafkaConsumer
-
     consumer = AIOKafkaConsumer(TOPIC, bootstrap_servers=BOOTSTRAP, group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()

@@ -90,7 +90,7 @@ async def test_with_kafka_down_at_start_captures_are_spooled_then_drained(
         status, body = http_get(sc.admin + "/readyz")
         assert status == 200 and "spooling" in body
         broker = start_broker(late_broker.release())
-        ids, dupes = await topic_ids(broker.bootstrap, topic, expect=200)
+        ids, _ = await topic_ids(broker.bootstrap, topic, expect=200)
         assert queued_ids(answers) <= ids
         await asyncio.sleep(1.5)  # gauges refresh every 0.5 s
         metrics = scrape(sc.admin)

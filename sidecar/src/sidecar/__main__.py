@@ -50,6 +50,7 @@ def main() -> None:
     # One process per container: the *_created series only add noise to every scrape.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     spool = None
+    quarantined = 0
     if settings.spool.directory is not None:
         from sidecar.spool import Spool, SpoolError  # noqa: PLC0415 - only when configured
 
@@ -60,10 +61,11 @@ def main() -> None:
             print(f"redrive sidecar: invalid configuration:\n  - REDRIVE_SPOOL_DIR: {exc}",
                   file=sys.stderr)
             raise SystemExit(2) from None
+        quarantined = report.quarantined_bytes
         log.info("spool opened", extra={"records": report.records, "bytes": report.bytes,
                                         "quarantined_files": list(report.quarantined_files)})
     log.info("sidecar starting", extra={"settings": effective_settings(settings)})
-    app = build_app(settings, spool=spool)
+    app = build_app(settings, spool=spool, quarantined_bytes=quarantined)
     web.run_app(
         app, host=settings.listen.host, port=settings.listen.port,
         shutdown_timeout=settings.shutdown.drain_timeout,

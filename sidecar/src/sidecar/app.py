@@ -70,9 +70,11 @@ STATE = web.AppKey("state", State)
 
 
 def build_app(settings: Settings, *, registry: CollectorRegistry | None = None,
-              spool: Spool | None = None) -> web.Application:
-    """The proxy application. ``spool`` must already be opened (see ``Spool.open``)."""
+              spool: Spool | None = None, quarantined_bytes: int = 0) -> web.Application:
+    """The proxy application. ``spool`` must already be opened (see ``Spool.open``);
+    ``quarantined_bytes`` is what that opening set aside, for the metric."""
     metrics = SidecarMetrics(registry or CollectorRegistry())
+    metrics.spool_quarantined_bytes.inc(quarantined_bytes)
     state = State(settings=settings, metrics=metrics, spool=spool)
     app = web.Application(client_max_size=settings.listen.max_body_bytes + 1)
     app[STATE] = state

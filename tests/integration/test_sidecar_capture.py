@@ -14,6 +14,7 @@ import pytest
 from redrive import envelope
 from tests.support.kafka import Broker, read_topic, unique_topic
 from tests.support.metrics import scrape
+from tests.support.servers import serve
 from tests.support.sidecar import (
     RawServer,
     Sidecar,
@@ -127,15 +128,8 @@ async def status_upstream() -> AsyncIterator[str]:
         headers = {"Retry-After": "42"} if code == 503 else {}
         return web.Response(status=code, text="down", headers=headers)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serve(handle) as url:
+        yield url
 
 
 async def test_captured_statuses_and_a_read_timeout_are_each_captured_once(

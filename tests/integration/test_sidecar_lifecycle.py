@@ -10,6 +10,7 @@ import aiohttp
 
 from tests.support.kafka import Broker, read_topic, unique_topic
 from tests.support.procs import python_module
+from tests.support.servers import serve
 from tests.support.sidecar import start_sidecar
 
 
@@ -59,15 +60,13 @@ async def test_a_capture_in_flight_at_sigterm_still_reaches_kafka(broker: Broker
         await asyncio.sleep(1.0)
         return web.Response(status=503)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", failing_slowly)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    async with serve(failing_slowly) as upstream:
+        await _capture_during_sigterm(broker, upstream)
+
+
+async def _capture_during_sigterm(broker: Broker, upstream: str) -> None:
     sc = start_sidecar(bootstrap=broker.bootstrap, topic=unique_topic("termcap"),
-                       upstream=f"http://127.0.0.1:{port}")
+                       upstream=upstream)
     try:
         async with aiohttp.ClientSession() as s:
             async def post() -> dict[str, object]:
@@ -84,4 +83,3 @@ async def test_a_capture_in_flight_at_sigterm_still_reaches_kafka(broker: Broker
         assert [k for k, _, _ in records] == [str(body["id"]).encode()]
     finally:
         sc.process.stop()
-        await runner.cleanup()

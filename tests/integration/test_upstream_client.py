@@ -22,6 +22,7 @@ from sidecar.upstream import (
     UpstreamClient,
 )
 from tests.support.procs import refused_port
+from tests.support.servers import serve
 from tests.support.sidecar import RawServer, full_backlog_listener
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -104,15 +105,8 @@ async def app_url() -> AsyncIterator[str]:
             "headers": list(request.headers.items()), "body": body.decode(),
         }, headers={"X-Upstream": "yes"})
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", echo)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serve(echo) as url:
+        yield url
 
 
 async def test_a_request_reaches_an_aiohttp_app_with_prefix_raw_path_headers_and_body(

@@ -35,10 +35,32 @@ _TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
                          "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
+class _RandomPool:
+    """os.urandom read in blocks: one getrandom() call serves a thousand ids. The bytes
+    stay cryptographically random (capture ids double as Idempotency-Keys, so they must
+    not be guessable); only the system-call count changes."""
+
+    _BLOCK = 10 * 1024
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._pos = 0
+
+    def take(self, n: int) -> bytes:
+        if self._pos + n > len(self._buf):
+            self._buf, self._pos = os.urandom(self._BLOCK), 0
+        start = self._pos
+        self._pos = start + n
+        return self._buf[start:self._pos]
+
+
+_RANDOM = _RandomPool()
+
+
 def new_id() -> str:
     """A UUIDv7-style id: unique, and sorts by capture time (RFC 9562 layout)."""
     ms = time.time_ns() // 1_000_000
-    raw = bytearray(ms.to_bytes(6, "big") + os.urandom(10))
+    raw = bytearray(ms.to_bytes(6, "big") + _RANDOM.take(10))
     raw[6] = (raw[6] & 0x0F) | 0x70  # version 7
     raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
     return str(uuid.UUID(bytes=bytes(raw)))

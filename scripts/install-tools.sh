@@ -20,6 +20,45 @@ VERSION="${KUBECTL_LAYER_VERSION:-2.2.2}"
 STAMP="$TOOLS/.kubectl-layer-$VERSION"
 PYTHON="${PYTHON:-python3}"
 
+# promtool (and prometheus, for the integration test) come from Debian's prometheus
+# package. Installed only when missing; `apt-get update` only if the first try fails. In a
+# container without systemd the postinst may try to start the service: a policy-rc.d that
+# denies starts keeps the install from failing, and a service that did start is stopped.
+install_promtool() {
+    if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
+        echo "tools: $(promtool --version 2>&1 | head -n1)"
+        return 0
+    fi
+    command -v apt-get >/dev/null || {
+        echo "install-tools: promtool is needed: install Debian's prometheus package" >&2
+        return 1
+    }
+    local sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    local policy=/usr/sbin/policy-rc.d added_policy=""
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+        $sudo chmod 755 "$policy"
+        added_policy=1
+    fi
+    local install=($sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y
+                   --no-install-recommends prometheus)
+    local rc=0
+    echo "tools: installing Debian's prometheus package (promtool)"
+    "${install[@]}" || { $sudo apt-get update && "${install[@]}"; } || rc=$?
+    [[ -z $added_policy ]] || $sudo rm -f "$policy"
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+        $sudo systemctl stop prometheus || true
+    fi
+    if [[ -x /etc/init.d/prometheus ]] && /etc/init.d/prometheus status >/dev/null 2>&1; then
+        $sudo /etc/init.d/prometheus stop || true
+    fi
+    [[ $rc -eq 0 ]] || { echo "install-tools: installing prometheus failed" >&2; return "$rc"; }
+    promtool --version >/dev/null 2>&1
+}
+
+install_promtool
+
 verify() {
     "$BIN/helm" version --short >/dev/null 2>&1 && "$BIN/kubectl" version --client >/dev/null 2>&1
 }

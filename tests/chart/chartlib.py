@@ -47,6 +47,7 @@ CRD_FILES = {
     "KafkaNodePool": SCHEMAS / "strimzi" / "045-Crd-kafkanodepool.yaml",
     "ServiceMonitor": _PROMETHEUS_OPERATOR / "monitoring.coreos.com_servicemonitors.yaml",
     "PodMonitor": _PROMETHEUS_OPERATOR / "monitoring.coreos.com_podmonitors.yaml",
+    "PrometheusRule": _PROMETHEUS_OPERATOR / "monitoring.coreos.com_prometheusrules.yaml",
 }
 
 # The public names from CONTRACT.md (shared/CONTRACT.md, "Environment variables"), plus

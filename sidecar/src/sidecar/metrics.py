@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from redrive.metrics import LATENCY_BUCKETS
 from sidecar.failures import KINDS
 
-# 0.5 ms to 30 s: loopback hits sit in the first buckets, timeouts in the last.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                   1.0, 2.5, 5.0, 10.0, 30.0)
+__all__ = ["LATENCY_BUCKETS", "OUTCOMES", "RESULTS", "SidecarMetrics"]
 
 OUTCOMES = ("proxied", "queued", "not_queued", "replay_failed", "rejected")
 """proxied: the upstream's answer was passed on; queued / not_queued: a failure was
@@ -37,10 +36,11 @@ class SidecarMetrics:
             ["result"], namespace=ns, subsystem=sub, registry=registry)
         self.spool_records = Gauge("spool_records", "Records waiting in the on-disk spool.",
                                    namespace=ns, subsystem=sub, registry=registry)
-        self.spool_bytes = Gauge("spool_bytes", "Bytes used by the on-disk spool.",
+        self.spool_bytes = Gauge("spool_bytes", "Size of the on-disk spool in bytes.",
                                  namespace=ns, subsystem=sub, registry=registry)
         self.spool_oldest_age = Gauge(
-            "spool_oldest_record_age_seconds", "Age of the oldest spooled record (0 if empty).",
+            "spool_oldest_record_age_seconds",
+            "Age of the oldest spooled record in seconds (0 if empty).",
             namespace=ns, subsystem=sub, registry=registry)
         self.spool_drained = Counter(
             "spool_drained_records", "Spooled records published to Kafka by the drain.",
@@ -50,10 +50,10 @@ class SidecarMetrics:
             namespace=ns, subsystem=sub, registry=registry)
         self.upstream_duration = Histogram(
             "upstream_request_duration_seconds",
-            "Time from sending a request upstream to its response headers (or failure).",
+            "Seconds from sending a request upstream to its response headers (or failure).",
             namespace=ns, subsystem=sub, registry=registry, buckets=LATENCY_BUCKETS)
         self.publish_duration = Histogram(
-            "publish_duration_seconds", "Time for Kafka to acknowledge a captured record.",
+            "publish_duration_seconds", "Seconds for Kafka to acknowledge a captured record.",
             namespace=ns, subsystem=sub, registry=registry, buckets=LATENCY_BUCKETS)
         self.kafka_connected = Gauge(
             "kafka_connected", "1 when the producer is connected to Kafka, else 0.",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
+from redrive.sealing import SealKeys
+from redrive.signing import SigningKeys
 from tests.chart.chartlib import (
     CASES,
     CONTRACT_COMMON_ENV,
@@ -323,6 +326,18 @@ def test_signing_and_seal_keys_are_wired_only_when_enabled(case: str) -> None:
     assert (generated is not None) == bool(wants_generated)
     if generated:
         assert generated["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_generated_keys_are_in_the_format_the_services_parse() -> None:
+    rendered = render("generated-keys")
+    keys = rendered.values["keys"]
+    secret = rendered.find("Secret", f"{RELEASE}-redrive-keys")
+    assert secret is not None
+    signing = base64.b64decode(secret["data"][keys["signingKeyName"]]).decode()
+    seal = base64.b64decode(secret["data"][keys["sealKeyName"]]).decode()
+    assert SigningKeys.parse(signing).kids == ("k1",)
+    assert SealKeys.parse(seal).kids == ("k1",)
+    assert signing != seal
 
 
 def test_the_defaults_leave_signing_and_sealing_off() -> None:

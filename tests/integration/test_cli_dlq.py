@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 from aiohttp import web
 
 from redrive.envelope import decode
+from tests.support.cli import acli, cli
 from tests.support.kafka import Broker, read_topic
-from tests.support.procs import REPO, free_port
+from tests.support.procs import free_port
 from tests.support.worker import (
     make_record,
     produce,
@@ -22,17 +20,6 @@ from tests.support.worker import (
     worker,
     worker_env,
 )
-
-REDRIVE = str(Path(sys.executable).parent / "redrive")
-
-
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([REDRIVE, *args], env={"PATH": "/usr/bin:/bin", **env},
-                          capture_output=True, text=True, timeout=60, cwd=REPO)
-
-
-async def acli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(cli, *args, env=env)
 
 
 async def test_dead_letters_are_listed_shown_and_replayed_back_through_the_worker(

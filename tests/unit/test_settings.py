@@ -81,9 +81,20 @@ def test_the_dlq_topic_must_differ_from_the_topic() -> None:
         Settings.from_env({"REDRIVE_TOPIC": "x", "REDRIVE_DLQ_TOPIC": "x"})
 
 
-def test_keys_that_this_release_cannot_honour_stop_the_start() -> None:
-    with pytest.raises(ConfigError, match="REDRIVE_SIGNING_KEY"):
+def test_a_malformed_signing_key_stops_the_start_without_echoing_it() -> None:
+    with pytest.raises(ConfigError, match="REDRIVE_SIGNING_KEY") as info:
         Settings.from_env({"REDRIVE_SIGNING_KEY": "k"})
+    assert "'k'" not in str(info.value)
+
+
+def test_valid_signing_and_seal_keys_are_accepted() -> None:
+    import base64
+    key = base64.b64encode(bytes(range(32))).decode()
+    settings = Settings.from_env({"REDRIVE_SIGNING_KEY": f"v1:{key}",
+                                  "REDRIVE_SEAL_KEY": key})
+    assert settings.security.signing_keys is not None
+    assert settings.security.signing_keys.signing_kid == "v1"
+    assert settings.security.seal_keys is not None
 
 
 def test_empty_values_mean_the_default() -> None:

@@ -24,11 +24,19 @@ from typing import IO, Any
 
 from redrive import __version__
 from redrive.cli_kafka import CliError, Message, follow, publish, publisher, read_all
-from redrive.deadletter import MALFORMED, REPLAYED, Letter, read_letter, replay_marker
+from redrive.deadletter import (
+    MALFORMED,
+    REJECTED,
+    REPLAYED,
+    Letter,
+    read_letter,
+    replay_marker,
+)
 from redrive.envelope import KAFKA_HEADERS, Record, encode
 from redrive.envelope import decode as decode_record
 from redrive.errors import ConfigError, RecordError
-from redrive.settings import Env, KafkaSettings
+from redrive.settings import Env, KafkaSettings, SecuritySettings
+from redrive.signing import SigningKeys, with_signature
 
 FILTER_KEYS = ("reason", "method", "path", "status", "kind", "id")
 
@@ -51,6 +59,8 @@ class CliSettings:
     kafka: KafkaSettings
     timeout_seconds: float
     """Longest wait for Kafka (connect, metadata, no-progress while reading)."""
+    signing: SigningKeys | None = None
+    """``REDRIVE_SIGNING_KEY``: records ``dlq replay`` writes are signed with its first key."""
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -164,8 +174,9 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> CliSe
     env = Env(merged)
     kafka = KafkaSettings.from_env(env)
     timeout = env.number("REDRIVE_KAFKA_TIMEOUT_SECONDS", 10.0, positive=True, maximum=3600)
+    security = SecuritySettings.from_env(env)
     env.check()
-    return CliSettings(kafka=kafka, timeout_seconds=timeout)
+    return CliSettings(kafka=kafka, timeout_seconds=timeout, signing=security.signing_keys)
 
 
 # -- letters -----------------------------------------------------------------------------
@@ -316,7 +327,9 @@ async def cmd_show(args: argparse.Namespace, settings: CliSettings, out: IO[str]
 
 
 def replayable(entry: Entry) -> bool:
-    return entry.letter.record is not None and entry.letter.reason != REPLAYED
+    # A record the worker refused as unsigned or forged is never re-signed and replayed.
+    return (entry.letter.record is not None and entry.letter.reason != REPLAYED
+            and entry.letter.reason not in REJECTED)
 
 
 def back_on_the_main_topic(record: Record, letter: Letter, *, by: str, at: float,
@@ -344,8 +357,9 @@ async def cmd_replay(args: argparse.Namespace, settings: CliSettings, out: IO[st
     skipped = [e for e in chosen if not replayable(e)]
     chosen = [e for e in chosen if replayable(e)]
     for e in skipped:
-        print(f"skipping {e.letter.id}: a {MALFORMED} letter is not a record and cannot be "
-              "replayed", file=sys.stderr)
+        why = (f"a {MALFORMED} letter is not a record" if e.letter.record is None
+               else f"a record refused as {e.letter.reason} is not trusted and")
+        print(f"skipping {e.letter.id}: {why} cannot be replayed", file=sys.stderr)
     if args.ids and skipped:
         return 1
     by = args.by or _who()
@@ -366,10 +380,13 @@ async def cmd_replay(args: argparse.Namespace, settings: CliSettings, out: IO[st
             assert e.letter.record is not None
             at = time.time()
             record = back_on_the_main_topic(e.letter.record, e.letter, by=by, at=at, entry=e)
-            await publish(pub, kafka.topic, record.id.encode(), encode(record), KAFKA_HEADERS,
+            value = encode(record)
+            await publish(pub, kafka.topic, record.id.encode(), value,
+                          with_signature(list(KAFKA_HEADERS), value, settings.signing),
                           settings.timeout_seconds)
-            await publish(pub, kafka.dlq_topic, record.id.encode(),
-                          replay_marker(record.id, by=by, at=at), KAFKA_HEADERS,
+            marker = replay_marker(record.id, by=by, at=at)
+            await publish(pub, kafka.dlq_topic, record.id.encode(), marker,
+                          with_signature(list(KAFKA_HEADERS), marker, settings.signing),
                           settings.timeout_seconds)
             out.write(f"{verb} {_describe(e.letter)}\n")
     out.write(f"{verb} {len(chosen)} record(s) to {kafka.topic}\n")

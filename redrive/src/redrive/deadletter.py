@@ -33,7 +33,13 @@ UNSAFE = "unsafe"
 """Replaying could change state twice (no Idempotency-Key), or the target is not ours."""
 MALFORMED = "malformed"
 """The Kafka value is not a record this version can read."""
-REASONS = (PERMANENT, MAX_ATTEMPTS, MAX_AGE, UNSAFE, MALFORMED)
+UNSIGNED = "unsigned"
+"""Signing is on and the record carries no ``redrive-signature`` header."""
+FORGED = "forged"
+"""Signing is on and the signature is wrong, malformed, or from an unknown key id."""
+REJECTED = (UNSIGNED, FORGED)
+"""Reasons whose letters are never re-signed and never replayed by ``dlq replay``."""
+REASONS = (PERMANENT, MAX_ATTEMPTS, MAX_AGE, UNSAFE, MALFORMED, UNSIGNED, FORGED)
 REPLAYED = "replayed"
 """Not a dead letter: a marker the CLI appends after putting a record back on the main
 topic, so listings show only what is still dead. A later failure appends a new letter."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from redrive.errors import PublishError
-from redrive.settings import KafkaSettings
+from redrive.settings import KafkaSettings, kafka_ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +37,38 @@ class Delivery:
     offset: int
 
 
+def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
+    """The TLS context of ``kafka``, built once per settings and shared by every client;
+    None when the protocol is not TLS."""
+    if not kafka.uses_ssl:
+        return None
+    return _cached_ssl_context(kafka.ssl_ca_file, kafka.ssl_cert_file, kafka.ssl_key_file,
+                               kafka.ssl_check_hostname)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_ssl_context(ca_file: str | None, cert_file: str | None, key_file: str | None,
+                        check_hostname: bool) -> ssl.SSLContext:
+    return kafka_ssl_context(ca_file, cert_file, key_file, check_hostname)
+
+
+def security_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """aiokafka's TLS and SASL arguments, common to producers and consumers."""
+    options: dict[str, Any] = {"security_protocol": kafka.security_protocol}
+    context = ssl_context(kafka)
+    if context is not None:
+        options["ssl_context"] = context
+    if kafka.uses_sasl:
+        options["sasl_mechanism"] = kafka.sasl_mechanism
+        options["sasl_plain_username"] = kafka.sasl_username
+        options["sasl_plain_password"] = kafka.sasl_password
+    return options
+
+
 def producer_options(kafka: KafkaSettings, *, client_id: str,
                      max_record_bytes: int) -> dict[str, Any]:
-    """aiokafka producer arguments. Seconds become aiokafka's ``*_ms`` only here."""
+    """aiokafka producer arguments, TLS and SASL included. Seconds become aiokafka's
+    ``*_ms`` only here; no other module builds aiokafka arguments."""
     return {
         "bootstrap_servers": list(kafka.bootstrap_servers),
         "client_id": client_id,
@@ -49,6 +80,7 @@ def producer_options(kafka: KafkaSettings, *, client_id: str,
         "request_timeout_ms": 30_000,
         "retry_backoff_ms": 100,
         "metadata_max_age_ms": 60_000,
+        **security_options(kafka),
     }
 
 
@@ -178,4 +210,5 @@ def consumer_options(kafka: KafkaSettings, *, client_id: str, group_id: str | No
         "heartbeat_interval_ms": max(100, int(session_timeout * 1000 / 3)),
         # A record holds a request body (up to the sidecar's limit, base64 grows it).
         "max_partition_fetch_bytes": 4 * 1_048_576,
+        **security_options(kafka),
     }

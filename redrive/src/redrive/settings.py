@@ -9,13 +9,17 @@ The settings groups shared by every component live here; each service adds its o
 from __future__ import annotations
 
 import math
+import os
 import socket
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from redrive.errors import ConfigError
+from redrive.sealing import SealKeys
+from redrive.signing import KeyFormatError, SigningKeys
 
 T = TypeVar("T")
 
@@ -174,9 +178,13 @@ def parse_base_url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
-    """Where records go. Shared by every component."""
+    """Where records go, and how to reach Kafka safely. Shared by every component."""
 
     bootstrap_servers: tuple[str, ...] = ("localhost:9092",)
     """Kafka brokers to bootstrap from (``REDRIVE_KAFKA_BOOTSTRAP_SERVERS``)."""
@@ -184,6 +192,37 @@ class KafkaSettings:
     """Topic of captured requests (``REDRIVE_TOPIC``); the original demo's name."""
     dlq_topic: str = "failed-requests.dlq"
     """Topic of requests that will not be redriven (``REDRIVE_DLQ_TOPIC``)."""
+    security_protocol: str = "PLAINTEXT"
+    """``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``
+    (``REDRIVE_KAFKA_SECURITY_PROTOCOL``)."""
+    sasl_mechanism: str | None = None
+    """``SCRAM-SHA-512`` (the default with SASL), ``SCRAM-SHA-256`` or ``PLAIN``
+    (``REDRIVE_KAFKA_SASL_MECHANISM``); None without SASL."""
+    sasl_username: str | None = None
+    """SASL user name (``REDRIVE_KAFKA_SASL_USERNAME``)."""
+    sasl_password: str | None = field(default=None, repr=False)
+    """SASL password (``REDRIVE_KAFKA_SASL_PASSWORD``, or the content of
+    ``REDRIVE_KAFKA_SASL_PASSWORD_FILE``, read once at start); never logged."""
+    ssl_ca_file: str | None = None
+    """PEM bundle of CAs that sign the brokers' certificates (``REDRIVE_KAFKA_SSL_CA_FILE``);
+    None trusts the system's CAs."""
+    ssl_cert_file: str | None = None
+    """PEM client certificate for mutual TLS (``REDRIVE_KAFKA_SSL_CERT_FILE``)."""
+    ssl_key_file: str | None = None
+    """PEM (unencrypted) private key of :attr:`ssl_cert_file` (``REDRIVE_KAFKA_SSL_KEY_FILE``)."""
+    ssl_check_hostname: bool = True
+    """Check that a broker's certificate names the host dialled
+    (``REDRIVE_KAFKA_SSL_CHECK_HOSTNAME``)."""
+
+    @property
+    def uses_ssl(self) -> bool:
+        """True when connections to Kafka are TLS (``SSL`` or ``SASL_SSL``)."""
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        """True when clients authenticate with SASL (``SASL_PLAINTEXT`` or ``SASL_SSL``)."""
+        return self.security_protocol.startswith("SASL_")
 
     @classmethod
     def from_env(cls, env: Env) -> KafkaSettings:
@@ -196,7 +235,146 @@ class KafkaSettings:
                                   "(letters, digits, '.', '_', '-'; at most 249)")
         if topic == dlq:
             env.problem("REDRIVE_DLQ_TOPIC", "must differ from REDRIVE_TOPIC")
-        return cls(bootstrap_servers=servers, topic=topic, dlq_topic=dlq)
+        return cls(bootstrap_servers=servers, topic=topic, dlq_topic=dlq,
+                   **_kafka_security_from_env(env))
+
+
+def _kafka_security_from_env(env: Env) -> dict[str, Any]:
+    """The TLS and SASL fields of :class:`KafkaSettings`; problems go to ``env``.
+
+    Secrets are never echoed in a problem: only variable names and file paths are.
+    """
+    def choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+        def parse(raw: str) -> str:
+            if raw.upper() not in choices:
+                raise ValueError(f"must be one of {', '.join(choices)}")
+            return raw.upper()
+
+        return env._parse(name, default, parse)
+
+    protocol = choice("REDRIVE_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", KAFKA_SECURITY_PROTOCOLS)
+    sasl = protocol.startswith("SASL_")
+    tls = protocol in ("SSL", "SASL_SSL")
+    mechanism: str | None = choice("REDRIVE_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512",
+                                   KAFKA_SASL_MECHANISMS)
+    username = env.optional("REDRIVE_KAFKA_SASL_USERNAME")
+    password = _sasl_password(env)
+    ca_file = _readable_file(env, "REDRIVE_KAFKA_SSL_CA_FILE")
+    cert_file = _readable_file(env, "REDRIVE_KAFKA_SSL_CERT_FILE")
+    key_file = _readable_file(env, "REDRIVE_KAFKA_SSL_KEY_FILE")
+    check_hostname = env.boolean("REDRIVE_KAFKA_SSL_CHECK_HOSTNAME", True)
+
+    if sasl:
+        if username is None:
+            env.problem("REDRIVE_KAFKA_SASL_USERNAME", f"is required with {protocol}")
+        if password is None and not _set(env, "REDRIVE_KAFKA_SASL_PASSWORD_FILE"):
+            env.problem("REDRIVE_KAFKA_SASL_PASSWORD", f"is required with {protocol} "
+                        "(or REDRIVE_KAFKA_SASL_PASSWORD_FILE)")
+    else:
+        mechanism = None
+        for name in ("REDRIVE_KAFKA_SASL_MECHANISM", "REDRIVE_KAFKA_SASL_USERNAME",
+                     "REDRIVE_KAFKA_SASL_PASSWORD", "REDRIVE_KAFKA_SASL_PASSWORD_FILE"):
+            if _set(env, name):
+                env.problem(name, f"is set, but REDRIVE_KAFKA_SECURITY_PROTOCOL is {protocol}: "
+                                  "use SASL_SSL (or SASL_PLAINTEXT) or unset it")
+    if not tls:
+        for name in ("REDRIVE_KAFKA_SSL_CA_FILE", "REDRIVE_KAFKA_SSL_CERT_FILE",
+                     "REDRIVE_KAFKA_SSL_KEY_FILE", "REDRIVE_KAFKA_SSL_CHECK_HOSTNAME"):
+            if _set(env, name):
+                env.problem(name, f"is set, but REDRIVE_KAFKA_SECURITY_PROTOCOL is {protocol}: "
+                                  "use SSL or SASL_SSL, or unset it")
+    if _set(env, "REDRIVE_KAFKA_SSL_CERT_FILE") != _set(env, "REDRIVE_KAFKA_SSL_KEY_FILE"):
+        missing = ("REDRIVE_KAFKA_SSL_KEY_FILE" if _set(env, "REDRIVE_KAFKA_SSL_CERT_FILE")
+                   else "REDRIVE_KAFKA_SSL_CERT_FILE")
+        env.problem(missing, "is required too: mutual TLS needs both a certificate "
+                             "(REDRIVE_KAFKA_SSL_CERT_FILE) and its key "
+                             "(REDRIVE_KAFKA_SSL_KEY_FILE)")
+    elif tls and all(path is not None or not _set(env, name) for name, path in (
+            ("REDRIVE_KAFKA_SSL_CA_FILE", ca_file), ("REDRIVE_KAFKA_SSL_CERT_FILE", cert_file),
+            ("REDRIVE_KAFKA_SSL_KEY_FILE", key_file))):
+        try:
+            kafka_ssl_context(ca_file, cert_file, key_file, check_hostname)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            env.problem("REDRIVE_KAFKA_SSL_*", f"cannot build a TLS context from the CA, "
+                        f"certificate and key files: {_ssl_reason(exc)}")
+    return {"security_protocol": protocol, "sasl_mechanism": mechanism,
+            "sasl_username": username if sasl else None,
+            "sasl_password": password if sasl else None,
+            "ssl_ca_file": ca_file if tls else None, "ssl_cert_file": cert_file if tls else None,
+            "ssl_key_file": key_file if tls else None, "ssl_check_hostname": check_hostname}
+
+
+def _set(env: Env, name: str) -> bool:
+    return env.optional(name) is not None
+
+
+def _sasl_password(env: Env) -> str | None:
+    """The SASL password from the variable or the file; never echoed in a problem."""
+    # Not env.optional: a password may legitimately start or end with spaces.
+    inline = env.environ.get("REDRIVE_KAFKA_SASL_PASSWORD") or None
+    path = env.optional("REDRIVE_KAFKA_SASL_PASSWORD_FILE")
+    if inline is not None and path is not None:
+        env.problem("REDRIVE_KAFKA_SASL_PASSWORD_FILE",
+                    "set only one of REDRIVE_KAFKA_SASL_PASSWORD and "
+                    "REDRIVE_KAFKA_SASL_PASSWORD_FILE")
+        return inline
+    if path is None:
+        return inline
+    if _readable_file(env, "REDRIVE_KAFKA_SASL_PASSWORD_FILE") is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        env.problem("REDRIVE_KAFKA_SASL_PASSWORD_FILE",
+                    f"{path!r} cannot be read: {type(exc).__name__}")
+        return None
+    # A Secret written with `echo` or an editor ends with a newline that is not the password.
+    text = text.rstrip("\r\n")
+    if not text:
+        env.problem("REDRIVE_KAFKA_SASL_PASSWORD_FILE", f"{path!r} is empty")
+        return None
+    return text
+
+
+def _readable_file(env: Env, name: str) -> str | None:
+    """The path in ``name`` when it is a readable regular file; a problem otherwise."""
+    path = env.optional(name)
+    if path is None:
+        return None
+    if not os.path.exists(path):
+        env.problem(name, f"{path!r} does not exist")
+    elif not os.path.isfile(path):
+        env.problem(name, f"{path!r} is not a regular file")
+    elif not os.access(path, os.R_OK):
+        env.problem(name, f"{path!r} is not readable by this process (uid {os.getuid()})")
+    else:
+        return path
+    return None
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    """A short reason for a TLS loading failure; never file contents."""
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or exc.__class__.__name__
+    return f"{type(exc).__name__}: {exc}"
+
+
+def kafka_ssl_context(ca_file: str | None, cert_file: str | None, key_file: str | None,
+                      check_hostname: bool = True) -> ssl.SSLContext:
+    """A client TLS context for Kafka: verifies brokers against ``ca_file`` (else the system
+    CAs), presents ``cert_file``/``key_file`` when given (mutual TLS), TLS 1.2 at least.
+
+    Raises :class:`ssl.SSLError` or :class:`OSError` when a file is not valid PEM, or the
+    key does not match the certificate.
+    """
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = check_hostname
+    context.verify_mode = ssl.CERT_REQUIRED
+    if cert_file is not None and key_file is not None:
+        context.load_cert_chain(certfile=cert_file, keyfile=key_file)
+    return context
 
 
 def _valid_topic(name: str) -> bool:
@@ -234,13 +412,32 @@ class SecuritySettings:
                                                       DEFAULT_REDACT_HEADERS))
         signing = env.optional("REDRIVE_SIGNING_KEY")
         seal = env.optional("REDRIVE_SEAL_KEY")
-        # Signing and sealing land with the hardening work. Until then, refuse to start
-        # rather than let an operator believe records are signed or sealed when they are not.
-        for name, value in (("REDRIVE_SIGNING_KEY", signing), ("REDRIVE_SEAL_KEY", seal)):
-            if value is not None:
-                env.problem(name, "is set, but record signing and sealing are not available "
-                                  "in this release; unset it")
+        # Parse now so a bad key stops the start; messages never echo secret material.
+        if signing is not None:
+            try:
+                SigningKeys.parse(signing)
+            except KeyFormatError as exc:
+                env.problem("REDRIVE_SIGNING_KEY", f"{exc} (format: kid:base64secret[,...], "
+                                                   "secrets of at least 32 bytes)")
+                signing = None
+        if seal is not None:
+            try:
+                SealKeys.parse(seal)
+            except KeyFormatError as exc:
+                env.problem("REDRIVE_SEAL_KEY", f"{exc} (format: kid:base64key[,...], "
+                                                "AES-256 keys of exactly 32 bytes)")
+                seal = None
         return cls(redact_headers=redact, signing_key=signing, seal_key=seal)
+
+    @property
+    def signing_keys(self) -> SigningKeys | None:
+        """The parsed signing key ring, or None when signing is off."""
+        return SigningKeys.parse(self.signing_key) if self.signing_key else None
+
+    @property
+    def seal_keys(self) -> SealKeys | None:
+        """The parsed seal key ring, or None when sealing is off."""
+        return SealKeys.parse(self.seal_key) if self.seal_key else None
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from redrive.envelope import Failure, Record, from_dict
 from redrive.errors import RecordError
 from redrive.kafka import consumer_options
 from redrive.logs import bind
+from redrive.signing import Verdict as SigVerdict
 from retry_worker.limits import CircuitBreaker, TokenBucket
 from retry_worker.metrics import Metrics
 from retry_worker.offsets import OffsetTracker
@@ -104,8 +105,10 @@ class Engine:
         self._retry_topic = settings.consumer.retry_topic
         self._dlq_topic = settings.kafka.dlq_topic
         self._publisher = publisher
+        self._signing = settings.security.signing_keys
         self._outcomes = Outcomes(publisher, metrics, retry_topic=self._retry_topic,
-                                  dlq_topic=self._dlq_topic, clock=clock, sleep=sleep)
+                                  dlq_topic=self._dlq_topic, clock=clock, sleep=sleep,
+                                  signing=self._signing)
         self._replayer = replayer
         self._metrics = metrics
         self._policy = RetryPolicy.from_settings(settings.retry)
@@ -265,6 +268,9 @@ class Engine:
         epoch = self._epochs.get(tp, 0)
         self._tracker.start(tp, offset)
         value = message.value or b""
+        # Signature first: nothing of an unverified record is trusted, not even its shape.
+        verdict = (SigVerdict.VALID if self._signing is None
+                   else self._signing.verify_headers(value, list(message.headers or ())))
         try:
             obj = json.loads(value)
             record = from_dict(obj)
@@ -276,6 +282,12 @@ class Engine:
             return
         headers = dict(message.headers or ())
         item = Item(tp=tp, offset=offset, epoch=epoch, record=record)
+        if verdict is not SigVerdict.VALID:
+            detail = ("no redrive-signature header" if verdict is SigVerdict.UNSIGNED
+                      else "redrive-signature does not match (wrong key, unknown kid or "
+                           "altered record)")
+            self._spawn(item, self._reject(item, verdict.value, detail))
+            return
         if tp.topic == self._retry_topic:
             item.due = decode_due(headers.get(DUE_HEADER)) or 0.0
             item.history = decode_history(headers.get(HISTORY_HEADER))
@@ -431,6 +443,11 @@ class Engine:
         with bind(capture_id=item.record.id, topic=item.tp.topic, partition=item.tp.partition,
                   offset=item.offset):
             await self._outcomes.dead_letter(item.record, refusal, item.history)
+
+    async def _reject(self, item: Item, reason: str, detail: str) -> None:
+        with bind(capture_id=item.record.id, topic=item.tp.topic, partition=item.tp.partition,
+                  offset=item.offset):
+            await self._outcomes.rejected(item.record, reason, detail)
 
     async def _replay(self, item: Item) -> None:
         record = item.record

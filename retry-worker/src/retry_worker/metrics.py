@@ -9,11 +9,13 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from redrive.deadletter import REASONS
+from redrive.metrics import LATENCY_BUCKETS
 from retry_worker.policy import Verdict
 
-REJECT_REASONS = ("malformed",)
-"""Why a record was refused before any replay (``unsigned``/``forged`` come with signing)."""
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+REJECT_REASONS = ("malformed", "unsigned", "forged")
+"""Why a record was refused before any replay: undecodable, or failing the signature check."""
+DURATION_BUCKETS = LATENCY_BUCKETS
+"""Replay durations use the shared 0.5 ms to 30 s latency buckets (as the sidecar does)."""
 
 
 class Metrics:
@@ -32,7 +34,7 @@ class Metrics:
             "retries_scheduled", "Records re-published to the retry topic for a later attempt.",
             namespace=ns, subsystem=sub, registry=registry)
         self.replay_duration = Histogram(
-            "replay_duration_seconds", "Duration of one replay attempt, answered or not.",
+            "replay_duration_seconds", "Seconds taken by one replay attempt, answered or not.",
             namespace=ns, subsystem=sub, registry=registry, buckets=DURATION_BUCKETS)
         self.in_flight = Gauge(
             "replays_in_flight", "Replays started and not yet finished.",

@@ -26,6 +26,7 @@ from redrive.deadletter import (
 from redrive.envelope import KAFKA_HEADERS, Record, encode
 from redrive.errors import PublishError
 from redrive.kafka import Headers
+from redrive.signing import SigningKeys, with_signature
 from retry_worker.metrics import Metrics
 from retry_worker.policy import DeadLetter
 
@@ -48,8 +49,10 @@ class Sink(Protocol):
 class Outcomes:
     def __init__(self, publisher: Sink, metrics: Metrics, *, retry_topic: str, dlq_topic: str,
                  clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 signing: SigningKeys | None = None) -> None:
         self._publisher = publisher
+        self._signing = signing
         self._metrics = metrics
         self._retry_topic = retry_topic
         self._dlq_topic = dlq_topic
@@ -73,6 +76,16 @@ class Outcomes:
         log.warning("record dead-lettered", extra={
             "reason": decision.reason, "detail": decision.detail, "attempts": len(history)})
 
+    async def rejected(self, record: Record, reason: str, detail: str) -> None:
+        """Dead-letter a record whose signature failed (``unsigned``/``forged``), unsigned,
+        so the letter never gains a valid signature it did not have."""
+        letter = dead_letter(record, reason, (), at=self._clock(), detail=detail)
+        await self._publish(self._dlq_topic, record.id.encode(), encode(letter), KAFKA_HEADERS,
+                            sign=False)
+        self._metrics.rejected.labels(reason).inc()
+        self._metrics.dead_letters.labels(reason).inc()
+        log.warning("record rejected", extra={"reason": reason, "detail": detail})
+
     async def malformed(self, value: bytes, problems: Sequence[str], *, topic: str,
                         partition: int, offset: int, key: bytes | None) -> None:
         """Dead-letter a value that is not a record, wrapped with its raw bytes."""
@@ -85,8 +98,13 @@ class Outcomes:
             "topic": topic, "partition": partition, "offset": offset,
             "dead_letter_id": letter_id, "problems": list(problems[:5])})
 
-    async def _publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None:
-        """Publish until Kafka acknowledges (backing off up to 5 s between tries)."""
+    async def _publish(self, topic: str, key: bytes, value: bytes, headers: Headers, *,
+                       sign: bool = True) -> None:
+        """Publish until Kafka acknowledges (backing off up to 5 s between tries).
+
+        With signing on, the value is (re-)signed with the first key, so a signed pipeline
+        stays signed across the retry topic and the DLQ."""
+        headers = with_signature(list(headers), value, self._signing if sign else None)
         delay = 0.2
         while True:
             try:

@@ -10,6 +10,7 @@ followed. aiohttp's exceptions stop here: :meth:`Replayer.send` returns a
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
@@ -18,8 +19,11 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from redrive.envelope import Record
+from redrive.sealing import SealError, SealKeys
 from retry_worker.policy import Result, parse_retry_after
 from retry_worker.settings import TargetSettings, target_origin
+
+log = logging.getLogger(__name__)
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate",
@@ -97,8 +101,10 @@ class Replayer:
 
     def __init__(self, session: aiohttp.ClientSession, target: str,
                  clock: Callable[[], float] = time.time,
-                 timer: Callable[[], float] = time.perf_counter) -> None:
+                 timer: Callable[[], float] = time.perf_counter,
+                 sealing: SealKeys | None = None) -> None:
         self._session = session
+        self._sealing = sealing
         self._target = target
         self._clock = clock
         self._timer = timer
@@ -110,6 +116,7 @@ class Replayer:
     async def send(self, record: Record, attempt: int) -> Result:
         url = self.url(record)
         headers = replay_headers(record, self._target, attempt)
+        headers.update(self._unsealed(record))
         started_at, start = self._clock(), self._timer()
 
         def result(status: int | None = None, error: str | None = None,
@@ -136,6 +143,21 @@ class Replayer:
             return result(error=f"bad_response_{exc.status}" if exc.status else "bad_response")
         except aiohttp.ClientError:
             return result(error="client_error")
+
+
+    def _unsealed(self, record: Record) -> dict[str, str]:
+        """The record's sealed credential headers, decrypted just for this request; only
+        names listed in ``redacted_headers`` and never a header the replay sets itself."""
+        if self._sealing is None or not record.sealed_headers:
+            return {}
+        try:
+            opened = self._sealing.open(record.sealed_headers, record.id)
+        except SealError as exc:
+            log.warning("sealed headers could not be opened; replaying without them",
+                        extra={"capture_id": record.id, "error": str(exc)})
+            return {}
+        allowed = set(record.redacted_headers) - HOP_BY_HOP - REPLACED
+        return {k: v for k, v in opened.items() if k.lower() in allowed}
 
 
 async def close_session(session: aiohttp.ClientSession) -> None:

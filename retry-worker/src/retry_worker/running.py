@@ -54,7 +54,8 @@ async def _run(settings: Settings, registry: CollectorRegistry, metrics: Metrics
                               max_record_bytes=8 * 1_048_576)
         session = new_session(settings.target, settings.limits.replay_concurrency)
         stack.push_async_callback(close_session, session)
-        engine = Engine(settings, publisher, Replayer(session, settings.target.url), metrics)
+        replayer = Replayer(session, settings.target.url, sealing=settings.security.seal_keys)
+        engine = Engine(settings, publisher, replayer, metrics)
         admin = AdminServer(build_admin_app(registry, engine.readiness),
                             settings.admin.host, settings.admin.port)
         await admin.start()

@@ -31,12 +31,16 @@ class AccessLogger(AbstractAccessLogger):
             "duration_seconds": round(time, 6), "remote_addr": request.remote})
 
 
+REDACTED = "<redacted>"
+
+
 def effective_settings(settings: Settings) -> dict[str, Any]:
     """Settings as a dict for the start-up log line, with secrets replaced."""
     out = dataclasses.asdict(settings)
-    for key in ("signing_key", "seal_key"):
-        if out["security"].get(key):
-            out["security"][key] = "<redacted>"
+    for section, key in (("security", "signing_key"), ("security", "seal_key"),
+                         ("kafka", "sasl_password")):
+        if out[section].get(key):
+            out[section][key] = REDACTED
     return out
 
 

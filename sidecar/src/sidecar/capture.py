@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from redrive import envelope
+from redrive import envelope, signing
 from redrive.envelope import Failure, Record
 from redrive.errors import PublishError
 from redrive.kafka import Delivery
@@ -73,6 +73,8 @@ class Capturer:
         self._spool_active = spool_active
         self._clock = clock
         self._redact = settings.security.redact_headers
+        self._signing = settings.security.signing_keys
+        self._sealing = settings.security.seal_keys
         self._topic = settings.kafka.topic
         self._timeout = settings.capture.publish_timeout
         self._results = {r: metrics.captures.labels(result=r)
@@ -81,6 +83,10 @@ class Capturer:
     def build(self, req: RequestInfo, failure: Failure) -> Record:
         kept, redacted = envelope.redact(req.headers, self._redact)
         path, _ = envelope.split_uri(req.uri)
+        sealed: str | None = None
+        if self._sealing is not None and redacted:
+            secret = {k.lower(): v for k, v in req.headers.items() if k.lower() in redacted}
+            sealed = self._sealing.seal(secret, req.id)
         return Record(
             id=req.id,
             timestamp=self._clock(),
@@ -98,6 +104,7 @@ class Capturer:
             source=envelope.Source(self._settings.identity.pod,
                                    self._settings.identity.namespace),
             redacted_headers=redacted,
+            sealed_headers=sealed,
         )
 
     async def capture(self, req: RequestInfo, failure: Failure) -> Captured:
@@ -105,7 +112,8 @@ class Capturer:
         record = self.build(req, failure)
         value = envelope.encode(record)
         key = record.id.encode()
-        result = await self._park(key, value)
+        headers = signing.with_signature(list(envelope.KAFKA_HEADERS), value, self._signing)
+        result = await self._park(key, value, headers)
         self._results[result].inc()
         level = logging.WARNING if result == "lost" else logging.INFO
         log.log(level, "request captured", extra={
@@ -114,28 +122,29 @@ class Capturer:
             "result": result})
         return Captured(request=req, record_id=record.id, result=result)
 
-    async def _park(self, key: bytes, value: bytes) -> str:
+    async def _park(self, key: bytes, value: bytes,
+                    headers: Sequence[tuple[str, bytes]]) -> str:
         # While older records wait in the spool, new ones join them there, so the drain
         # keeps capture order and a slow Kafka is not asked twice per request.
         if self._spool is not None and self._spool_active():
-            return await self._to_spool(key, value, "spool has a backlog")
+            return await self._to_spool(key, value, headers, "spool has a backlog")
         started = time.perf_counter()
         try:
-            await self._publisher.publish(self._topic, key, value, envelope.KAFKA_HEADERS,
-                                          self._timeout)
+            await self._publisher.publish(self._topic, key, value, headers, self._timeout)
         except PublishError as exc:
             if self._spool is None:
                 log.warning("kafka did not take the record and no spool is configured",
                             extra={"capture_id": key.decode(), "error": str(exc)})
                 return "lost"
-            return await self._to_spool(key, value, str(exc))
+            return await self._to_spool(key, value, headers, str(exc))
         self._metrics.publish_duration.observe(time.perf_counter() - started)
         return "published"
 
-    async def _to_spool(self, key: bytes, value: bytes, why: str) -> str:
+    async def _to_spool(self, key: bytes, value: bytes,
+                        headers: Sequence[tuple[str, bytes]], why: str) -> str:
         assert self._spool is not None
         try:
-            await self._spool.append(key, value, envelope.KAFKA_HEADERS)
+            await self._spool.append(key, value, headers)
         except Exception as exc:
             log.error("record could not be spooled", extra={
                 "capture_id": key.decode(), "error": repr(exc), "kafka_error": why})

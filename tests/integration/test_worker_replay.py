@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 
 from aiohttp import web
 
 from redrive.deadletter import read_letter
 from redrive.envelope import Failure, decode
+from redrive.logs import JsonFormatter
 from tests.support.kafka import Broker, read_topic
 from tests.support.worker import (
     make_record,
@@ -202,3 +204,51 @@ async def test_a_non_idempotent_request_without_an_idempotency_key_is_dead_lette
     assert t.seen == []
     [(_, value, _)] = await read_topic(broker.bootstrap, f"{topic}.dlq", expect=1)
     assert read_letter(value).reason == "unsafe"
+
+
+class JsonLines(logging.Handler):
+    """Formats at emit time, inside the worker's log context (capture_id, attempt)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.setFormatter(JsonFormatter())
+        self.lines: list[dict[str, object]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+async def test_every_attempt_leaves_one_summary_log_line(broker: Broker, topic: str) -> None:
+    async def answers(request: web.Request, n: int) -> web.StreamResponse:
+        if request.path.startswith("/bad"):
+            return web.Response(status=400)
+        return web.Response(status=503 if n == 1 else 200)
+
+    flaky = make_record(uri="/api/users?token=s3cret", path="/api/users")
+    bad = make_record(uri="/bad?token=s3cret", path="/bad")
+    handler = JsonLines()
+    logger = logging.getLogger("retry_worker")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        async with target(answers) as t, \
+                worker(worker_env(broker.bootstrap, topic, t.url)) as w:
+            await produce_records(broker.bootstrap, topic, [flaky, bad])
+            await wait_until(lambda: w.metric("redrive_retry_worker_replays_total",
+                                              outcome="success") == 1
+                             and w.metric("redrive_retry_worker_dead_letters_total",
+                                          reason="permanent") == 1)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    lines = [e for e in handler.lines if e["message"] == "replay attempt"]
+    by_id: dict[object, list[object]] = {}
+    for e in lines:
+        by_id.setdefault(e["capture_id"], []).append(e["outcome"])
+        assert isinstance(e["duration_seconds"], float) and e["attempt"] in (1, 2)
+        assert e["kind"] == flaky.error.kind
+        assert "s3cret" not in json.dumps(e)
+    assert sorted(by_id[flaky.id]) == ["retry_scheduled", "success"]  # type: ignore[type-var]
+    assert by_id[bad.id] == ["dead_lettered"]
+    assert not [e for e in handler.lines if e["message"] == "record dead-lettered"]

@@ -477,15 +477,22 @@ class Engine:
             decision = after_attempt(record, attempt, result, now=self._clock(),
                                      rand=self._rand(), policy=self._policy)
             replayed = record.with_attempt(attempt)
+            # One summary line per attempt (capture_id and attempt are bound above).
+            summary: dict[str, object] = {
+                "kind": record.error.kind, "status": result.status, "error": result.error,
+                "duration_seconds": round(result.duration_seconds, 6)}
             if isinstance(decision, Done):
-                log.debug("replay succeeded", extra={"status": result.status})
+                log.info("replay attempt", extra={"outcome": "success", **summary})
             elif isinstance(decision, RetryAt):
                 await self._outcomes.retry_later(replayed, decision.due, history)
-                log.info("replay failed; retry scheduled", extra={
-                    "status": result.status, "error": result.error,
-                    "retry_in_seconds": round(decision.due - self._clock(), 3)})
+                log.info("replay attempt", extra={
+                    "outcome": "retry_scheduled",
+                    "retry_in_seconds": round(decision.due - self._clock(), 3), **summary})
             else:
-                await self._outcomes.dead_letter(replayed, decision, history)
+                await self._outcomes.dead_letter(replayed, decision, history, quiet=True)
+                log.warning("replay attempt", extra={
+                    "outcome": "dead_lettered", "reason": decision.reason,
+                    "detail": decision.detail, **summary})
 
     def _note_for_breaker(self, verdict: Verdict) -> None:
         if verdict is Verdict.RETRIABLE:

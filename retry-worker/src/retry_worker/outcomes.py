@@ -68,13 +68,16 @@ class Outcomes:
         self._metrics.retries_scheduled.inc()
 
     async def dead_letter(self, record: Record, decision: DeadLetter,
-                          history: Sequence[AttemptLog]) -> None:
+                          history: Sequence[AttemptLog], *, quiet: bool = False) -> None:
+        """Publish the letter; ``quiet`` when the caller logs the outcome itself."""
         letter = dead_letter(record, decision.reason, history, at=self._clock(),
                              detail=decision.detail)
         await self._publish(self._dlq_topic, record.id.encode(), encode(letter), KAFKA_HEADERS)
         self._metrics.dead_letters.labels(decision.reason).inc()
-        log.warning("record dead-lettered", extra={
-            "reason": decision.reason, "detail": decision.detail, "attempts": len(history)})
+        if not quiet:
+            log.warning("record dead-lettered", extra={
+                "reason": decision.reason, "detail": decision.detail,
+                "attempts": len(history)})
 
     async def rejected(self, record: Record, reason: str, detail: str) -> None:
         """Dead-letter a record whose signature failed (``unsigned``/``forged``), unsigned,

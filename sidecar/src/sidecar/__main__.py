@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -13,10 +15,12 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
+from aiohttp.web_runner import GracefulExit
 
 from redrive import logs
 from redrive.errors import ConfigError
-from sidecar.app import build_app
+from sidecar.app import STATE, build_app
+from sidecar.server import Guard, GuardedRunner
 from sidecar.settings import Settings
 
 log = logging.getLogger("sidecar")
@@ -42,6 +46,54 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
         if out[section].get(key):
             out[section][key] = REDACTED
     return out
+
+
+async def serve(app: web.Application, settings: Settings) -> None:
+    """Serve the proxy until cancelled; SIGTERM/SIGINT raise GracefulExit (aiohttp's
+    signal handling), and cleanup drains in-flight requests for the drain timeout."""
+    rejected = app[STATE].metrics.requests.labels(outcome="rejected")
+    listen = settings.listen
+    runner = GuardedRunner(
+        app, guard=Guard(head_timeout=listen.client_read_timeout,
+                         on_refused=lambda _status: rejected.inc()),
+        handle_signals=True, shutdown_timeout=settings.shutdown.drain_timeout,
+        keepalive_timeout=75.0, access_log_class=AccessLogger,
+        access_log=logging.getLogger("sidecar.access") if listen.access_log else None,
+        max_line_size=listen.max_header_bytes, max_field_size=listen.max_header_bytes,
+        max_headers=listen.max_headers)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, listen.host, listen.port, backlog=1024)
+        await site.start()
+        log.info("proxy listening", extra={
+            "listen": f"{listen.host}:{listen.port}", "upstream": settings.upstream.url,
+            "admin": f"{settings.admin.host}:{settings.admin.port}"})
+        await asyncio.Event().wait()  # until cancelled
+    finally:
+        await runner.cleanup()
+
+
+def run(app: web.Application, settings: Settings) -> None:
+    """Run ``serve`` on a fresh loop until a signal, as ``aiohttp.web.run_app`` does."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    main_task = loop.create_task(serve(app, settings))
+    try:
+        loop.run_until_complete(main_task)
+    except (GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        if not main_task.done():
+            main_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                loop.run_until_complete(main_task)
+        # Connections still open past the drain (a client lingering on keep-alive).
+        rest = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in rest:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
 
 def main() -> None:
@@ -70,17 +122,7 @@ def main() -> None:
                                         "quarantined_files": list(report.quarantined_files)})
     log.info("sidecar starting", extra={"settings": effective_settings(settings)})
     app = build_app(settings, spool=spool, quarantined_bytes=quarantined)
-    web.run_app(
-        app, host=settings.listen.host, port=settings.listen.port,
-        shutdown_timeout=settings.shutdown.drain_timeout,
-        access_log_class=AccessLogger,
-        access_log=logging.getLogger("sidecar.access") if settings.listen.access_log else None,
-        print=lambda _: log.info("proxy listening", extra={
-            "listen": f"{settings.listen.host}:{settings.listen.port}",
-            "upstream": settings.upstream.url,
-            "admin": f"{settings.admin.host}:{settings.admin.port}"}),
-        backlog=1024,
-    )
+    run(app, settings)
     log.info("sidecar stopped")
 
 

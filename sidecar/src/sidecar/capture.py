@@ -113,13 +113,14 @@ class Capturer:
         value = envelope.encode(record)
         key = record.id.encode()
         headers = signing.with_signature(list(envelope.KAFKA_HEADERS), value, self._signing)
+        started = time.perf_counter()
         result = await self._park(key, value, headers)
         self._results[result].inc()
         level = logging.WARNING if result == "lost" else logging.INFO
         log.log(level, "request captured", extra={
             "capture_id": record.id, "kind": failure.kind, "status": failure.status,
             "method": record.method, "path": record.path, "body_bytes": len(record.body),
-            "result": result})
+            "result": result, "duration_seconds": round(time.perf_counter() - started, 6)})
         return Captured(request=req, record_id=record.id, result=result)
 
     async def _park(self, key: bytes, value: bytes,

@@ -72,6 +72,16 @@ def _forward_headers(headers: CIMultiDictProxy[str], remote: str | None, scheme:
     return out
 
 
+def _origin_form(target: str) -> tuple[str, str]:
+    """``http://host:port/p?q#f`` -> (``/p?q``, ``host:port``), the bytes kept as sent."""
+    rest = target.partition("://")[2]
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, path = rest[:cut], rest[cut:].partition("#")[0]
+    if not path.startswith("/"):
+        path = "/" + path
+    return path, authority
+
+
 def _response_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     tokens: set[str] = set()
@@ -138,7 +148,17 @@ class Proxy:
         except (aiohttp.ClientPayloadError, ValueError) as exc:
             return self._reject(request, 400, "bad_request", f"malformed request body: {exc}")
 
-        fwd = _forward_headers(headers, request.remote, request.scheme, request.host)
+        target = request.raw_path
+        if target[0] == "/":
+            fwd = _forward_headers(headers, request.remote, request.scheme, request.host)
+        else:
+            # Absolute-form (the server let only http(s) URLs through): RFC 9112 §3.2.2,
+            # the target's authority replaces Host; the app gets origin-form, as always.
+            target, authority = _origin_form(target)
+            fwd = [(n, v) for n, v in _forward_headers(headers, request.remote,
+                                                       request.scheme, authority)
+                   if n.lower() != "host"]
+            fwd.insert(0, ("Host", authority))
         replay = REPLAY_HEADER in headers
         request_id: str | None = None
         idem_key = headers.get(IDEMPOTENCY_HEADER)
@@ -155,7 +175,7 @@ class Proxy:
         data = body if body or method not in SAFE_METHODS else None
         started = time.perf_counter()
         try:
-            upstream = await self._client.request(method, request.raw_path, fwd, data)
+            upstream = await self._client.request(method, target, fwd, data)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -164,7 +184,8 @@ class Proxy:
             self._failure_kind[failure.kind].inc()
             if replay:
                 return self._replay_failed(failure)
-            return await self._captured(request, fwd, body, request_id, idem_key, failure, None)
+            return await self._captured(request, target, fwd, body, request_id, idem_key,
+                                        failure, None)
         self._observe(time.perf_counter() - started)
 
         status = upstream.status
@@ -172,7 +193,7 @@ class Proxy:
             self._failure_kind[failures.UPSTREAM_STATUS].inc()
             retry_after = upstream.header("Retry-After")
             upstream.release()
-            return await self._captured(request, fwd, body, request_id, idem_key,
+            return await self._captured(request, target, fwd, body, request_id, idem_key,
                                         failures.status_failure(status), retry_after)
         if status in self._capture_statuses:
             self._failure_kind[failures.UPSTREAM_STATUS].inc()
@@ -237,13 +258,13 @@ class Proxy:
         finally:
             upstream.release()
 
-    async def _captured(self, request: web.Request, fwd: list[tuple[str, str]], body: bytes,
-                        request_id: str | None, idem_key: str | None, failure: Failure,
-                        upstream_retry_after: str | None) -> web.Response:
+    async def _captured(self, request: web.Request, target: str, fwd: list[tuple[str, str]],
+                        body: bytes, request_id: str | None, idem_key: str | None,
+                        failure: Failure, upstream_retry_after: str | None) -> web.Response:
         rid = request_id or new_id()
         info = RequestInfo(
-            id=rid, method=request.method, uri=request.raw_path,
-            query_string=request.raw_path.partition("?")[2],
+            id=rid, method=request.method, uri=target,
+            query_string=target.partition("?")[2],
             headers=merge_headers((k, v) for k, v in fwd
                                   if k.lower() not in _FORWARDING_HEADERS),
             body=body, remote_addr=request.remote or "", idempotency_key=idem_key or rid)

@@ -20,7 +20,13 @@ class ListenSettings:
     max_body_bytes: int = 1_048_576
     """Largest request body accepted (``REDRIVE_MAX_BODY_BYTES``); larger gets 413."""
     client_read_timeout: float = 30.0
-    """Seconds a client has to send its body (``REDRIVE_CLIENT_READ_TIMEOUT_SECONDS``)."""
+    """Seconds a client has to send a request head (from its first byte) and, again, its
+    body (``REDRIVE_CLIENT_READ_TIMEOUT_SECONDS``); late clients get 408."""
+    max_header_bytes: int = 8190
+    """Longest request line and longest header field (``REDRIVE_MAX_HEADER_BYTES``);
+    longer gets 431."""
+    max_headers: int = 128
+    """Most header fields in one request (``REDRIVE_MAX_HEADERS``); more gets 431."""
     access_log: bool = False
     """Log every proxied request (``REDRIVE_ACCESS_LOG``). Off: metrics cover the happy path."""
 
@@ -95,6 +101,9 @@ class Settings:
             client_read_timeout=env.number("REDRIVE_CLIENT_READ_TIMEOUT_SECONDS", 30.0,
                                            positive=True),
             access_log=env.boolean("REDRIVE_ACCESS_LOG", False),
+            max_header_bytes=env.integer("REDRIVE_MAX_HEADER_BYTES", 8190, minimum=256,
+                                         maximum=1_048_576),
+            max_headers=env.integer("REDRIVE_MAX_HEADERS", 128, minimum=8, maximum=10_000),
         )
         upstream = UpstreamSettings(
             url=env.url("REDRIVE_UPSTREAM_URL", "http://127.0.0.1:3000"),

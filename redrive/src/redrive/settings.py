@@ -454,6 +454,34 @@ class PodIdentity:
                    namespace=env.optional("POD_NAMESPACE") or "")
 
 
+@dataclass(frozen=True)
+class AdminSettings:
+    """The admin server every component runs: ``/metrics``, ``/healthz``, ``/readyz``."""
+
+    host: str = "0.0.0.0"
+    """Admin address (``REDRIVE_ADMIN_HOST``); all interfaces, for the kubelet's probes."""
+    port: int = 9901
+    """Admin port (``REDRIVE_ADMIN_PORT``): 9901 for the sidecar, 9902 for the worker."""
+
+    @classmethod
+    def from_env(cls, env: Env, default_port: int) -> AdminSettings:
+        return cls(host=env.string("REDRIVE_ADMIN_HOST", "0.0.0.0"),
+                   port=env.port("REDRIVE_ADMIN_PORT", default_port))
+
+
+@dataclass(frozen=True)
+class ShutdownSettings:
+    drain_timeout_seconds: float = 20.0
+    """On SIGTERM, the longest wait for in-flight work (requests, replays, the producer
+    flush) before exiting (``REDRIVE_DRAIN_TIMEOUT_SECONDS``); keep it below the pod's
+    termination grace period (30 s by default)."""
+
+    @classmethod
+    def from_env(cls, env: Env) -> ShutdownSettings:
+        return cls(drain_timeout_seconds=env.number("REDRIVE_DRAIN_TIMEOUT_SECONDS", 20.0,
+                                                    minimum=0))
+
+
 def valid_topic(name: str) -> bool:
     """True when ``name`` is a legal Kafka topic name (for settings beyond the shared ones)."""
     return _valid_topic(name)

@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from redrive.settings import (
+    AdminSettings,
     Env,
     KafkaSettings,
     LogSettings,
     PodIdentity,
     SecuritySettings,
+    ShutdownSettings,
     valid_topic,
 )
 
@@ -80,28 +82,13 @@ class LimitSettings:
 
 
 @dataclass(frozen=True)
-class AdminSettings:
-    host: str = "0.0.0.0"
-    """Address of the admin server (``REDRIVE_ADMIN_HOST``); all interfaces for probes."""
-    port: int = 9902
-    """``/metrics``, ``/healthz``, ``/readyz`` (``REDRIVE_ADMIN_PORT``)."""
-
-
-@dataclass(frozen=True)
-class ShutdownSettings:
-    drain_timeout_seconds: float = 20.0
-    """On SIGTERM, longest wait for in-flight replays before committing and exiting
-    (``REDRIVE_DRAIN_TIMEOUT_SECONDS``); below Kubernetes' default 30 s grace period."""
-
-
-@dataclass(frozen=True)
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     consumer: ConsumerSettings = field(default_factory=ConsumerSettings)
     target: TargetSettings = field(default_factory=TargetSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
-    admin: AdminSettings = field(default_factory=AdminSettings)
+    admin: AdminSettings = field(default_factory=lambda: AdminSettings(port=9902))
     shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
     log: LogSettings = field(default_factory=LogSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
@@ -128,10 +115,8 @@ class Settings:
             breaker_open_seconds=env.number("REDRIVE_BREAKER_OPEN_SECONDS", 15.0,
                                             positive=True),
         )
-        admin = AdminSettings(host=env.string("REDRIVE_ADMIN_HOST", "0.0.0.0"),
-                              port=env.port("REDRIVE_ADMIN_PORT", 9902))
-        shutdown = ShutdownSettings(
-            drain_timeout_seconds=env.number("REDRIVE_DRAIN_TIMEOUT_SECONDS", 20.0, minimum=0))
+        admin = AdminSettings.from_env(env, default_port=9902)
+        shutdown = ShutdownSettings.from_env(env)
         log = LogSettings.from_env(env)
         security = SecuritySettings.from_env(env)
         pod = PodIdentity.from_env(env)

@@ -56,7 +56,7 @@ async def serve(app: web.Application, settings: Settings) -> None:
     runner = GuardedRunner(
         app, guard=Guard(head_timeout=listen.client_read_timeout,
                          on_refused=lambda _status: rejected.inc()),
-        handle_signals=True, shutdown_timeout=settings.shutdown.drain_timeout,
+        handle_signals=True, shutdown_timeout=settings.shutdown.drain_timeout_seconds,
         keepalive_timeout=75.0, access_log_class=AccessLogger,
         access_log=logging.getLogger("sidecar.access") if listen.access_log else None,
         max_line_size=listen.max_header_bytes, max_field_size=listen.max_header_bytes,

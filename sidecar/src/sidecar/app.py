@@ -94,9 +94,9 @@ def build_app(settings: Settings, *, registry: CollectorRegistry | None = None,
 
 async def _begin_shutdown(app: web.Application) -> None:
     state = app[STATE]
-    state.shutdown_deadline = time.monotonic() + state.settings.shutdown.drain_timeout
+    state.shutdown_deadline = time.monotonic() + state.settings.shutdown.drain_timeout_seconds
     log.info("shutting down: draining in-flight requests",
-             extra={"drain_timeout_seconds": state.settings.shutdown.drain_timeout})
+             extra={"drain_timeout_seconds": state.settings.shutdown.drain_timeout_seconds})
 
 
 async def _admin_ctx(app: web.Application) -> AsyncIterator[None]:

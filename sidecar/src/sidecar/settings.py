@@ -6,7 +6,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from redrive.settings import Env, KafkaSettings, LogSettings, PodIdentity, SecuritySettings
+from redrive.settings import (
+    AdminSettings,
+    Env,
+    KafkaSettings,
+    LogSettings,
+    PodIdentity,
+    SecuritySettings,
+    ShutdownSettings,
+)
 
 FAILURE_RESPONSES = ("reject", "accept")
 
@@ -62,21 +70,6 @@ class SpoolSettings:
 
 
 @dataclass(frozen=True)
-class AdminSettings:
-    host: str = "0.0.0.0"
-    """Admin address (``REDRIVE_ADMIN_HOST``)."""
-    port: int = 9901
-    """``/metrics``, ``/healthz``, ``/readyz`` (``REDRIVE_ADMIN_PORT``)."""
-
-
-@dataclass(frozen=True)
-class ShutdownSettings:
-    drain_timeout: float = 20.0
-    """Seconds SIGTERM waits for in-flight requests and the producer flush
-    (``REDRIVE_DRAIN_TIMEOUT_SECONDS``); keep it below the pod's grace period."""
-
-
-@dataclass(frozen=True)
 class Settings:
     listen: ListenSettings = field(default_factory=ListenSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
@@ -123,13 +116,11 @@ class Settings:
             directory=Path(spool_dir) if spool_dir else None,
             max_bytes=env.integer("REDRIVE_SPOOL_MAX_BYTES", 1_073_741_824, minimum=1024),
         )
-        admin = AdminSettings(host=env.string("REDRIVE_ADMIN_HOST", "0.0.0.0"),
-                              port=env.port("REDRIVE_ADMIN_PORT", 9901))
+        admin = AdminSettings.from_env(env, default_port=9901)
         if admin.port == listen.port:
             env.problem("REDRIVE_ADMIN_PORT", "must differ from REDRIVE_LISTEN_PORT: "
                         "proxied traffic never shares a port with the admin endpoints")
-        shutdown = ShutdownSettings(
-            drain_timeout=env.number("REDRIVE_DRAIN_TIMEOUT_SECONDS", 20.0, minimum=0))
+        shutdown = ShutdownSettings.from_env(env)
         settings = cls(
             listen=listen, upstream=upstream, capture=capture, spool=spool,
             kafka=KafkaSettings.from_env(env), admin=admin, shutdown=shutdown,

@@ -44,6 +44,8 @@ _PROMETHEUS_OPERATOR = SCHEMAS / "prometheus-operator"
 CRD_FILES = {
     "Kafka": SCHEMAS / "strimzi" / "040-Crd-kafka.yaml",
     "KafkaTopic": SCHEMAS / "strimzi" / "043-Crd-kafkatopic.yaml",
+    # Redrive's own subset schema: see the note at the top of the file.
+    "KafkaUser": SCHEMAS / "redrive" / "kafkauser-v1-subset.yaml",
     "KafkaNodePool": SCHEMAS / "strimzi" / "045-Crd-kafkanodepool.yaml",
     "ServiceMonitor": _PROMETHEUS_OPERATOR / "monitoring.coreos.com_servicemonitors.yaml",
     "PodMonitor": _PROMETHEUS_OPERATOR / "monitoring.coreos.com_podmonitors.yaml",
@@ -73,10 +75,21 @@ CONTRACT_WORKER_ENV = frozenset({
 EXTRA_COMMON_ENV = frozenset({"REDRIVE_DRAIN_TIMEOUT_SECONDS", "REDRIVE_ADMIN_HOST"})
 EXTRA_SIDECAR_ENV = frozenset({"REDRIVE_LISTEN_HOST", "REDRIVE_RETRY_AFTER_SECONDS"})
 EXTRA_WORKER_ENV = frozenset({"REDRIVE_RETRY_TOPIC"})
+KAFKA_SECURITY_ENV = frozenset({
+    "REDRIVE_KAFKA_SECURITY_PROTOCOL", "REDRIVE_KAFKA_SASL_MECHANISM",
+    "REDRIVE_KAFKA_SASL_USERNAME", "REDRIVE_KAFKA_SASL_PASSWORD",
+    "REDRIVE_KAFKA_SASL_PASSWORD_FILE", "REDRIVE_KAFKA_SSL_CA_FILE",
+    "REDRIVE_KAFKA_SSL_CERT_FILE", "REDRIVE_KAFKA_SSL_KEY_FILE",
+    "REDRIVE_KAFKA_SSL_CHECK_HOSTNAME",
+})
+"""Kafka TLS and SASL (README "Configuration"): set only when kafka.security or
+kafka.strimzi asks for them; the services default to PLAINTEXT."""
 POD_IDENTITY_ENV = {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
 
-SIDECAR_ENV = CONTRACT_COMMON_ENV | CONTRACT_SIDECAR_ENV | EXTRA_COMMON_ENV | EXTRA_SIDECAR_ENV
-WORKER_ENV = CONTRACT_COMMON_ENV | CONTRACT_WORKER_ENV | EXTRA_COMMON_ENV | EXTRA_WORKER_ENV
+SIDECAR_ENV = (CONTRACT_COMMON_ENV | CONTRACT_SIDECAR_ENV | EXTRA_COMMON_ENV | EXTRA_SIDECAR_ENV
+               | KAFKA_SECURITY_ENV)
+WORKER_ENV = (CONTRACT_COMMON_ENV | CONTRACT_WORKER_ENV | EXTRA_COMMON_ENV | EXTRA_WORKER_ENV
+              | KAFKA_SECURITY_ENV)
 KEY_ENV = frozenset({"REDRIVE_SIGNING_KEY", "REDRIVE_SEAL_KEY"})
 
 SIDECAR_NAME = "redrive-sidecar"
@@ -96,7 +109,9 @@ def helm(*args: str, cwd: Path = REPO) -> str:
     proc = subprocess.run([str(HELM), *args], cwd=cwd, capture_output=True, text=True,
                           timeout=60)
     if proc.returncode != 0:
-        raise HelmError(f"helm {' '.join(args)} failed:\n{proc.stderr}")
+        # helm lint reports what is wrong on stdout, and only a count on stderr.
+        detail = proc.stderr + (proc.stdout if args[:1] == ("lint",) else "")
+        raise HelmError(f"helm {' '.join(args)} failed:\n{detail}")
     return proc.stdout
 
 

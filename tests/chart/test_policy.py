@@ -17,6 +17,7 @@ from tests.chart.chartlib import (
     CONTRACT_SIDECAR_ENV,
     CONTRACT_WORKER_ENV,
     IMAGES,
+    KAFKA_SECURITY_ENV,
     KEY_ENV,
     NAMESPACE,
     POD_IDENTITY_ENV,
@@ -300,7 +301,7 @@ def test_env_names_are_the_contract_names(case: str) -> None:
 @pytest.mark.parametrize("case", ALL_CASES)
 def test_every_contract_variable_the_chart_manages_is_set(case: str) -> None:
     for role, c in redrive_containers(case):
-        expected = (SIDECAR_ENV if role == "sidecar" else WORKER_ENV) - KEY_ENV
+        expected = (SIDECAR_ENV if role == "sidecar" else WORKER_ENV) - KEY_ENV - KAFKA_SECURITY_ENV
         if role == "sidecar" and not render(case).values["sidecar"]["spool"]["enabled"]:
             expected -= {"REDRIVE_SPOOL_DIR", "REDRIVE_SPOOL_MAX_BYTES"}
         missing = expected - set(env_map(c))
@@ -362,11 +363,14 @@ def test_both_services_use_the_same_kafka_and_topics(case: str) -> None:
         return
     [kafka] = kafkas
     cluster = kafka["metadata"]["name"]
-    assert bootstrap == f"{cluster}-kafka-bootstrap.{NAMESPACE}.svc:9092"
+    # The one listener is the one the services bootstrap from: 9092 in plain text, or
+    # 9093 with TLS (kafka.strimzi.tls).
+    [listener] = kafka["spec"]["kafka"]["listeners"]
+    tls = bool(rendered.values["kafka"]["strimzi"]["tls"])
+    assert (listener["port"], listener["tls"]) == ((9093, True) if tls else (9092, False))
+    assert bootstrap == f"{cluster}-kafka-bootstrap.{NAMESPACE}.svc:{listener['port']}"
     assert kafka["apiVersion"] == "kafka.strimzi.io/v1"
     assert "topicOperator" in kafka["spec"]["entityOperator"]
-    assert any(listener["port"] == 9092 and listener["tls"] is False
-               for listener in kafka["spec"]["kafka"]["listeners"])
     [pool] = rendered.of_kind("KafkaNodePool")
     assert pool["metadata"]["labels"]["strimzi.io/cluster"] == cluster
     assert set(pool["spec"]["roles"]) == {"controller", "broker"}

@@ -91,9 +91,181 @@ chart's appVersion; imageRegistry, when set, is put in front of the repository.
 {{/* Kafka bootstrap servers: the Strimzi cluster's bootstrap Service when the chart makes one. */}}
 {{- define "redrive.kafka.bootstrapServers" -}}
 {{- if .Values.kafka.strimzi.enabled }}
-{{- printf "%s-kafka-bootstrap.%s.svc:9092" (include "redrive.kafka.clusterName" .) .Release.Namespace }}
+{{- printf "%s-kafka-bootstrap.%s.svc:%s" (include "redrive.kafka.clusterName" .) .Release.Namespace (include "redrive.kafka.strimziPort" .) }}
 {{- else }}
 {{- .Values.kafka.bootstrapServers }}
+{{- end }}
+{{- end }}
+
+{{/* Port of the Strimzi listener the services use: 9093 with TLS, 9092 without. */}}
+{{- define "redrive.kafka.strimziPort" -}}
+{{- if .Values.kafka.strimzi.tls }}9093{{ else }}9092{{ end }}
+{{- end }}
+
+{{/*
+Name of a service's KafkaUser (and of the Secret Strimzi makes for it):
+(dict "root" $ "role" "sidecar" | "retryWorker" | "operator").
+*/}}
+{{- define "redrive.kafka.userName" -}}
+{{- if eq .role "retryWorker" }}
+{{- include "redrive.retryWorker.fullname" .root }}
+{{- else }}
+{{- printf "%s-%s" (include "redrive.fullname" .root) .role | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Kafka TLS and SASL of one service, resolved from kafka.strimzi (the cluster the chart
+makes and its KafkaUsers) or from kafka.security (an existing Kafka):
+(dict "root" $ "role" "sidecar" | "retryWorker"). Renders a YAML dict (read it with
+fromYaml): protocol; with SASL mechanism, username, password {name, key}; with TLS
+checkHostname, and ca {kind: secret | configMap, name, key} and cert {name, certKey,
+keyKey} when there are such files. Only references to Secrets and ConfigMaps: never a
+secret value.
+*/}}
+{{- define "redrive.kafka.security" -}}
+{{- $v := .root.Values }}
+{{- $out := dict "protocol" "PLAINTEXT" }}
+{{- if $v.kafka.strimzi.enabled }}
+{{- $k := $v.kafka.strimzi }}
+{{- $user := include "redrive.kafka.userName" . }}
+{{- if and $k.users.enabled (eq $k.users.authentication "tls") }}
+{{- if not $k.tls }}
+{{- fail "kafka.strimzi.users.authentication tls (mutual TLS) needs kafka.strimzi.tls: true" }}
+{{- end }}
+{{- $_ := set $out "protocol" "SSL" }}
+{{- $_ := set $out "cert" (dict "name" $user "certKey" "user.crt" "keyKey" "user.key") }}
+{{- else if $k.users.enabled }}
+{{- $_ := set $out "protocol" (ternary "SASL_SSL" "SASL_PLAINTEXT" (eq (toString $k.tls) "true")) }}
+{{- $_ := set $out "mechanism" "SCRAM-SHA-512" }}
+{{- $_ := set $out "username" $user }}
+{{- $_ := set $out "password" (dict "name" $user "key" "password") }}
+{{- else if $k.tls }}
+{{- $_ := set $out "protocol" "SSL" }}
+{{- end }}
+{{- if $k.tls }}
+{{- $_ := set $out "ca" (dict "kind" "secret" "name" (printf "%s-cluster-ca-cert" (include "redrive.kafka.clusterName" .root)) "key" "ca.crt") }}
+{{- $_ := set $out "checkHostname" true }}
+{{- end }}
+{{- else }}
+{{- $s := $v.kafka.security }}
+{{- $c := index $s .role }}
+{{- $where := printf "kafka.security.%s" .role }}
+{{- $protocol := $s.protocol }}
+{{- $_ := set $out "protocol" $protocol }}
+{{- if hasPrefix "SASL_" $protocol }}
+{{- if not (and $c.username $c.passwordSecret.name) }}
+{{- fail (printf "kafka.security.protocol is %s: set %s.username and %s.passwordSecret.name (an existing Secret holding the password)" $protocol $where $where) }}
+{{- end }}
+{{- $_ := set $out "mechanism" $s.saslMechanism }}
+{{- $_ := set $out "username" $c.username }}
+{{- $_ := set $out "password" (dict "name" $c.passwordSecret.name "key" $c.passwordSecret.key) }}
+{{- else if or $c.username $c.passwordSecret.name }}
+{{- fail (printf "%s.username / passwordSecret are set, but kafka.security.protocol is %s: use SASL_SSL (or SASL_PLAINTEXT), or clear them" $where $protocol) }}
+{{- end }}
+{{- if has $protocol (list "SSL" "SASL_SSL") }}
+{{- if and $s.caSecret.name $s.caConfigMap.name }}
+{{- fail "kafka.security: set caSecret.name or caConfigMap.name, not both" }}
+{{- else if $s.caSecret.name }}
+{{- $_ := set $out "ca" (dict "kind" "secret" "name" $s.caSecret.name "key" $s.caSecret.key) }}
+{{- else if $s.caConfigMap.name }}
+{{- $_ := set $out "ca" (dict "kind" "configMap" "name" $s.caConfigMap.name "key" $s.caConfigMap.key) }}
+{{- end }}
+{{- with $c.clientCertSecret }}
+{{- if .name }}
+{{- $_ := set $out "cert" (dict "name" .name "certKey" .certKey "keyKey" .keyKey) }}
+{{- end }}
+{{- end }}
+{{- $_ := set $out "checkHostname" $s.checkHostname }}
+{{- else if or $s.caSecret.name $s.caConfigMap.name $c.clientCertSecret.name }}
+{{- fail (printf "kafka.security: a CA or client certificate is set, but kafka.security.protocol is %s, which does not use TLS: use SSL or SASL_SSL, or clear them" $protocol) }}
+{{- end }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
+{{/* Where the Kafka credentials volume is mounted, and the files in it. */}}
+{{- define "redrive.kafka.credentialsPath" -}}/etc/redrive/kafka{{- end }}
+
+{{/*
+The Kafka security env vars of one service (dict "root" $ "role" ...); nothing at all for
+PLAINTEXT, so the services keep their own defaults.
+*/}}
+{{- define "redrive.kafka.securityEnv" -}}
+{{- $sec := include "redrive.kafka.security" . | fromYaml }}
+{{- $dir := include "redrive.kafka.credentialsPath" . }}
+{{- if ne $sec.protocol "PLAINTEXT" -}}
+- name: REDRIVE_KAFKA_SECURITY_PROTOCOL
+  value: {{ $sec.protocol | quote }}
+{{- if $sec.username }}
+- name: REDRIVE_KAFKA_SASL_MECHANISM
+  value: {{ $sec.mechanism | quote }}
+- name: REDRIVE_KAFKA_SASL_USERNAME
+  value: {{ $sec.username | quote }}
+- name: REDRIVE_KAFKA_SASL_PASSWORD_FILE
+  value: {{ printf "%s/sasl-password" $dir | quote }}
+{{- end }}
+{{- if $sec.ca }}
+- name: REDRIVE_KAFKA_SSL_CA_FILE
+  value: {{ printf "%s/ca.crt" $dir | quote }}
+{{- end }}
+{{- if $sec.cert }}
+- name: REDRIVE_KAFKA_SSL_CERT_FILE
+  value: {{ printf "%s/client.crt" $dir | quote }}
+- name: REDRIVE_KAFKA_SSL_KEY_FILE
+  value: {{ printf "%s/client.key" $dir | quote }}
+{{- end }}
+{{- if hasKey $sec "checkHostname" }}
+- name: REDRIVE_KAFKA_SSL_CHECK_HOSTNAME
+  value: {{ $sec.checkHostname | toString | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The read-only projected volume with a service's Kafka password, CA bundle and client
+certificate (dict "root" $ "role" ... "name" <volume name>); nothing when it needs no files.
+Mode 0440: the files belong to root and the pod's fsGroup, so only the service reads them.
+*/}}
+{{- define "redrive.kafka.securityVolume" -}}
+{{- $sec := include "redrive.kafka.security" . | fromYaml }}
+{{- if or $sec.password $sec.ca $sec.cert -}}
+- name: {{ .name }}
+  projected:
+    defaultMode: 0440
+    sources:
+      {{- with $sec.password }}
+      - secret:
+          name: {{ .name }}
+          items:
+            - key: {{ .key }}
+              path: sasl-password
+      {{- end }}
+      {{- with $sec.ca }}
+      - {{ .kind }}:
+          name: {{ .name }}
+          items:
+            - key: {{ .key }}
+              path: ca.crt
+      {{- end }}
+      {{- with $sec.cert }}
+      - secret:
+          name: {{ .name }}
+          items:
+            - key: {{ .certKey }}
+              path: client.crt
+            - key: {{ .keyKey }}
+              path: client.key
+      {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The mount of that volume (same context); nothing when there is no volume. */}}
+{{- define "redrive.kafka.securityVolumeMount" -}}
+{{- if include "redrive.kafka.securityVolume" . -}}
+- name: {{ .name }}
+  mountPath: {{ include "redrive.kafka.credentialsPath" . }}
+  readOnly: true
 {{- end }}
 {{- end }}
 
@@ -304,7 +476,8 @@ flush: Kubernetes' default 30 s is shorter than a drain plus a flush could take.
 {{- define "redrive.sidecar.container" -}}
 {{- include "redrive.sidecar.init" . }}
 {{- $r := .r }}
-{{- $s := $r.Values.sidecar -}}
+{{- $s := $r.Values.sidecar }}
+{{- $kafka := dict "root" $r "role" "sidecar" "name" "redrive-kafka" -}}
 - name: redrive-sidecar
   image: {{ include "redrive.image" (dict "root" $r "image" $s.image) }}
   imagePullPolicy: {{ $s.image.pullPolicy }}
@@ -322,6 +495,9 @@ flush: Kubernetes' default 30 s is shorter than a drain plus a flush could take.
       protocol: TCP
   env:
     {{- include "redrive.commonEnv" $r | nindent 4 }}
+    {{- with include "redrive.kafka.securityEnv" $kafka }}
+    {{- . | nindent 4 }}
+    {{- end }}
     - name: REDRIVE_LISTEN_HOST
       value: "0.0.0.0"
     - name: REDRIVE_LISTEN_PORT
@@ -372,6 +548,9 @@ flush: Kubernetes' default 30 s is shorter than a drain plus a flush could take.
     - name: redrive-spool
       mountPath: {{ $s.spool.path }}
     {{- end }}
+    {{- with include "redrive.kafka.securityVolumeMount" $kafka }}
+    {{- . | nindent 4 }}
+    {{- end }}
 {{- end }}
 
 {{/*
@@ -395,5 +574,8 @@ own `volumeClaimTemplates` entry named "redrive-spool" (one claim per pod) passe
   emptyDir:
     sizeLimit: {{ $s.spool.size }}
   {{- end }}
+{{- end }}
+{{- with include "redrive.kafka.securityVolume" (dict "root" .r "role" "sidecar" "name" "redrive-kafka") }}
+{{ . }}
 {{- end }}
 {{- end }}

@@ -98,3 +98,16 @@ def test_check_hostname_off(pki: Path) -> None:
               REDRIVE_KAFKA_SSL_CHECK_HOSTNAME="false")
     context = ssl_context(s)
     assert context is not None and context.check_hostname is False
+
+
+def test_key_partitioner_is_stable_spreads_and_handles_no_key() -> None:
+    from redrive.kafka import key_partitioner
+
+    parts = [0, 1, 2]
+    keys = [f"0192f0c1-{i:04x}".encode() for i in range(300)]
+    chosen = [key_partitioner(k, parts, parts) for k in keys]
+    assert chosen == [key_partitioner(k, parts, [1]) for k in keys]  # keyed: all partitions
+    assert set(chosen) == {0, 1, 2}
+    assert min(chosen.count(p) for p in parts) > 50
+    assert key_partitioner(None, parts, [2]) == 2
+    assert key_partitioner(None, parts, []) in parts

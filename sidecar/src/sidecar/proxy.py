@@ -205,9 +205,14 @@ class Proxy:
         length = request.content_length
         if length is not None and length > self._max_body:
             raise BodyTooLarge
+        if length is not None:
+            # Usually the whole body came with the head: take it without arming a timer.
+            body = request.content.read_nowait(length)
+            if len(body) == length:
+                return body
+            async with asyncio.timeout(self._read_timeout):
+                return body + await request.content.readexactly(length - len(body))
         async with asyncio.timeout(self._read_timeout):
-            if length is not None:
-                return await request.content.readexactly(length)
             chunks: list[bytes] = []
             size = 0
             async for chunk in request.content.iter_any():

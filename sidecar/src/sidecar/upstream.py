@@ -466,11 +466,12 @@ class UpstreamClient:
             raise ConnectError("the upstream client is closed")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
-        data = serialize_request(method, self._prefix + target, headers, body,
-                                 self._host_header)
+        data: bytes | None = None
         head = method == "HEAD"
         conn = self._take_idle()
         if conn is not None:
+            data = serialize_request(method, self._prefix + target, headers, body,
+                                     self._host_header)
             try:
                 return await self._exchange(conn, data, body, head, deadline, loop)
             except ConnectionReset as exc:
@@ -478,6 +479,10 @@ class UpstreamClient:
                 # safe to send again only if it never answered and the method may repeat.
                 if exc.response_started or method not in IDEMPOTENT_METHODS:
                     raise
+        # Headers that cannot be sent fail before a connection is opened for them.
+        if data is None:
+            data = serialize_request(method, self._prefix + target, headers, body,
+                                     self._host_header)
         conn = await self._connect(deadline, loop)
         return await self._exchange(conn, data, body, head, deadline, loop)
 
@@ -566,14 +571,31 @@ class UpstreamClient:
         try:
             async with asyncio.timeout(max(0.0, budget)):
                 for family, host, port in await self._resolve(loop):
+                    # Connect the socket first, then wrap it: a refused connection (the
+                    # capture path's common case) costs a socket and a syscall, not the
+                    # resolution and transport set-up of create_connection.
+                    sock = socket.socket(family, socket.SOCK_STREAM)
                     try:
-                        _, conn = await loop.create_connection(
-                            lambda: _Connection(self), host, port, family=family,
-                            ssl=self._ssl,
-                            server_hostname=self._host if self._ssl is not None else None)
+                        sock.setblocking(False)
+                        await loop.sock_connect(sock, (host, port))
                     except OSError as exc:
+                        sock.close()
                         errors.append(exc)
                         continue
+                    except BaseException:
+                        sock.close()
+                        raise
+                    try:
+                        _, conn = await loop.create_connection(
+                            lambda: _Connection(self), sock=sock, ssl=self._ssl,
+                            server_hostname=self._host if self._ssl is not None else None)
+                    except OSError as exc:  # the TLS handshake
+                        sock.close()
+                        errors.append(exc)
+                        continue
+                    except BaseException:
+                        sock.close()
+                        raise
                     self._busy.add(conn)
                     return conn
         except TimeoutError:

@@ -10,35 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from redrive.kafka import producer_options
 from redrive.settings import Env, KafkaSettings
-
-
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
-def _ca(d: Path, name: str) -> None:
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / f"{name}.key"),
-             "-out", str(d / f"{name}.crt"), "-days", "1", "-subj", f"/CN={name}")
+from tests.support.pki import make_pki
 
 
 @pytest.fixture
 def pki(tmp_path: Path) -> Path:
-    _ca(tmp_path, "ca")
-    _ca(tmp_path, "other-ca")
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tmp_path / "server.key"),
-             "-out", str(tmp_path / "server.csr"), "-subj", "/CN=localhost")
-    (tmp_path / "ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    _openssl("x509", "-req", "-in", str(tmp_path / "server.csr"), "-CA", str(tmp_path / "ca.crt"),
-             "-CAkey", str(tmp_path / "ca.key"), "-CAcreateserial", "-days", "1",
-             "-out", str(tmp_path / "server.crt"), "-extfile", str(tmp_path / "ext"))
-    return tmp_path
+    return make_pki(tmp_path)
 
 
 async def _handshake(ca: Path, pki: Path, host: str) -> None:

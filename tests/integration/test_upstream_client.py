@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -20,7 +22,9 @@ from sidecar.upstream import (
     ProtocolError,
     ReadTimeout,
     UpstreamClient,
+    UpstreamError,
 )
+from tests.support.pki import make_pki
 from tests.support.procs import refused_port
 from tests.support.servers import serve
 from tests.support.sidecar import RawServer, full_backlog_listener
@@ -564,3 +568,37 @@ async def test_trailer_fields_after_a_chunked_body_are_dropped() -> None:
             assert srv.connections == 1
         finally:
             await c.close()
+
+
+async def test_an_https_upstream_is_verified_and_spoken_to_over_tls(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(pki / "server.crt", pki / "server.key")
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text=f"tls {request.secure} {request.path}")
+
+    app = web.Application()
+    app.router.add_get("/{p:.*}", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        trusted = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        c = UpstreamClient(f"https://localhost:{port}/base", connect_timeout=2, timeout=5,
+                           ssl_context=trusted)
+        resp = await c.request("GET", "/x", [("Host", f"localhost:{port}")], None)
+        assert (resp.status, await resp.read()) == (200, b"tls True /base/x")
+        await c.close()
+
+        wrong = ssl.create_default_context(cafile=str(pki / "other-ca.crt"))
+        c = UpstreamClient(f"https://localhost:{port}", connect_timeout=2, timeout=5,
+                           ssl_context=wrong)
+        with pytest.raises(UpstreamError) as caught:
+            await c.request("GET", "/", [("Host", "localhost")], None)
+        assert failures.classify_exception(caught.value).kind == "connect_error"
+        await c.close()
+    finally:
+        await runner.cleanup()

@@ -83,6 +83,8 @@ def producer_options(kafka: KafkaSettings, *, client_id: str,
         "retry_backoff_ms": 100,
         "metadata_max_age_ms": 60_000,
         "partitioner": key_partitioner,
+        # Publisher builds its own batches from what one event-loop turn published.
+        "max_batch_size": 512 * 1024,
         **security_options(kafka),
     }
 
@@ -98,6 +100,34 @@ def key_partitioner(key: bytes | None, all_partitions: list[int],
     if key is None:
         return random.choice(available or all_partitions)
     return all_partitions[zlib.crc32(key) % len(all_partitions)]
+
+
+@dataclass(eq=False, slots=True)
+class _Outgoing:
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    future: asyncio.Future[Delivery]
+
+
+def _settle(records: list[_Outgoing], topic: str, partition: int,
+            acked: asyncio.Future[Any]) -> None:
+    """Resolve each record of one batch from the batch's acknowledgement."""
+    if acked.cancelled():
+        error: Exception | None = PublishError("the batch was cancelled")
+    else:
+        exc = acked.exception()
+        error = None if exc is None else PublishError(f"kafka refused the record: {exc!r}")
+    if error is not None:
+        for record in records:
+            if not record.future.done():
+                record.future.set_exception(error)
+        return
+    base = acked.result().offset
+    for i, record in enumerate(records):
+        if not record.future.done():
+            record.future.set_result(Delivery(topic=topic, partition=partition,
+                                              offset=base + i))
 
 
 class Publisher:
@@ -119,6 +149,9 @@ class Publisher:
         self._closed = False
         self._reconnect = (reconnect_initial, reconnect_max)
         self.last_error: str = "not connected yet"
+        self._outgoing: dict[str, list[_Outgoing]] = {}
+        self._flush_scheduled = False
+        self._sending: set[asyncio.Task[None]] = set()
 
     @property
     def connected(self) -> bool:
@@ -165,20 +198,69 @@ class Publisher:
         Raises :class:`PublishError` when Kafka is not connected, refuses the record, or
         does not acknowledge in time. After a timeout the record may still be delivered
         later (a duplicate, never a loss): callers treat it as not safe.
+
+        Records published in the same event-loop turn travel together: one batch per
+        partition, built here, instead of aiokafka's per-record ``send`` (about a fifth of
+        the CPU per record). Order is kept within a partition.
         """
         producer = self._producer
         if producer is None:
             raise PublishError(self.last_error or "kafka producer not started")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Delivery] = loop.create_future()
+        outgoing = self._outgoing.get(topic)
+        if outgoing is None:
+            outgoing = self._outgoing[topic] = []
+        outgoing.append(_Outgoing(key, value, list(headers), future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush, producer)
         try:
             async with asyncio.timeout(timeout):
-                future = await producer.send(topic, value, key=key, headers=list(headers))
-                # shield: a timeout must not cancel aiokafka's own delivery future.
-                meta = await asyncio.shield(future)
+                return await future
         except TimeoutError:
             raise PublishError(f"no acknowledgement from Kafka within {timeout:g}s") from None
-        except KafkaError as exc:
-            raise PublishError(f"kafka refused the record: {exc!r}") from None
-        return Delivery(topic=meta.topic, partition=meta.partition, offset=meta.offset)
+
+    def _flush(self, producer: AIOKafkaProducer) -> None:
+        self._flush_scheduled = False
+        outgoing, self._outgoing = self._outgoing, {}
+        for topic, records in outgoing.items():
+            task = asyncio.create_task(self._send(producer, topic, records))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, producer: AIOKafkaProducer, topic: str,
+                    records: list[_Outgoing]) -> None:
+        """Hand ``records`` to aiokafka as batches; each record's future is resolved by its
+        batch's acknowledgement (or failure)."""
+        submitted: set[int] = set()
+        try:
+            partitions = sorted(await producer.partitions_for(topic))
+            by_partition: dict[int, list[_Outgoing]] = {}
+            for record in records:
+                part = key_partitioner(record.key, partitions, partitions)
+                by_partition.setdefault(part, []).append(record)
+            for part, queued in by_partition.items():
+                start = 0
+                while start < len(queued):
+                    batch = producer.create_batch()
+                    end = start
+                    # The first record always fits (a batch grows to hold one large record).
+                    while end < len(queued) and batch.append(
+                            key=queued[end].key, value=queued[end].value, timestamp=None,
+                            headers=queued[end].headers) is not None:
+                        end += 1
+                    batch.close()
+                    members = queued[start:end]
+                    acked = await producer.send_batch(batch, topic, partition=part)
+                    submitted.update(id(r) for r in members)
+                    acked.add_done_callback(functools.partial(_settle, members, topic, part))
+                    start = end
+        except Exception as exc:
+            error = PublishError(f"kafka refused the record: {exc!r}")
+            for record in records:
+                if id(record) not in submitted and not record.future.done():
+                    record.future.set_exception(error)
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Flush what is buffered (bounded by ``timeout``) and close. Safe to call twice."""
@@ -192,8 +274,12 @@ class Publisher:
         self._connected.clear()
         if producer is None:
             return
+        if self._flush_scheduled:
+            self._flush(producer)
         try:
             async with asyncio.timeout(timeout):
+                if self._sending:
+                    await asyncio.gather(*self._sending, return_exceptions=True)
                 await producer.flush()
         except (TimeoutError, KafkaError) as exc:
             log.warning("kafka flush incomplete at shutdown", extra={"error": repr(exc)})

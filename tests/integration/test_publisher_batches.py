@@ -1,0 +1,58 @@
+"""The Publisher's own batching against the real broker: what one event-loop turn
+publishes travels as one batch per partition, and every record's Delivery names the
+offset it really has."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from redrive.errors import PublishError
+from redrive.kafka import Publisher
+from redrive.settings import KafkaSettings
+from tests.support.kafka import Broker
+
+
+async def read_with_offsets(bootstrap: str, topic: str,
+                            expect: int) -> dict[tuple[int, int], bytes]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    out: dict[tuple[int, int], bytes] = {}
+    try:
+        async with asyncio.timeout(20):
+            while len(out) < expect:
+                for tp, msgs in (await consumer.getmany(timeout_ms=200)).items():
+                    for m in msgs:
+                        out[(tp.partition, m.offset)] = m.value or b""
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def test_concurrent_publishes_are_batched_and_each_delivery_is_exact(
+        broker: Broker, topic: str) -> None:
+    pub = Publisher(KafkaSettings(bootstrap_servers=(broker.bootstrap,)), client_id="t")
+    await pub.start()
+    assert await pub.wait_connected(10)
+    big = b"B" * (700 * 1024)  # larger than one batch: travels alone
+    values = [f"v{i:04d}".encode() for i in range(300)] + [big]
+    deliveries = await asyncio.gather(*(
+        pub.publish(topic, f"id-{i}".encode(), v, [("n", str(i).encode())], 10)
+        for i, v in enumerate(values)))
+    more = await pub.publish(topic, b"after", b"after", [], 10)
+    await pub.stop()
+
+    stored = await read_with_offsets(broker.bootstrap, topic, expect=len(values) + 1)
+    assert len(stored) == len(values) + 1
+    for value, d in zip(values, deliveries, strict=True):
+        assert stored[(d.partition, d.offset)] == value
+    assert stored[(more.partition, more.offset)] == b"after"
+
+
+async def test_publish_before_kafka_is_reachable_fails_fast(topic: str) -> None:
+    pub = Publisher(KafkaSettings(bootstrap_servers=("127.0.0.1:1",)), client_id="t")
+    with pytest.raises(PublishError, match=r"not connected|not started"):
+        await pub.publish(topic, b"k", b"v", [], 1)

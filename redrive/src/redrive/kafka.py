@@ -110,6 +110,16 @@ class _Outgoing:
     future: asyncio.Future[Delivery]
 
 
+class _Lane:
+    """The records waiting to be sent to one topic, and the task sending them."""
+
+    def __init__(self) -> None:
+        self.records: list[_Outgoing] = []
+        self.wakeup = asyncio.Event()
+        self.closing = False
+        self.task: asyncio.Task[None] | None = None
+
+
 def _settle(records: list[_Outgoing], topic: str, partition: int,
             acked: asyncio.Future[Any]) -> None:
     """Resolve each record of one batch from the batch's acknowledgement."""
@@ -149,9 +159,7 @@ class Publisher:
         self._closed = False
         self._reconnect = (reconnect_initial, reconnect_max)
         self.last_error: str = "not connected yet"
-        self._outgoing: dict[str, list[_Outgoing]] = {}
-        self._flush_scheduled = False
-        self._sending: set[asyncio.Task[None]] = set()
+        self._lanes: dict[str, _Lane] = {}
 
     @property
     def connected(self) -> bool:
@@ -206,28 +214,32 @@ class Publisher:
         producer = self._producer
         if producer is None:
             raise PublishError(self.last_error or "kafka producer not started")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Delivery] = loop.create_future()
-        outgoing = self._outgoing.get(topic)
-        if outgoing is None:
-            outgoing = self._outgoing[topic] = []
-        outgoing.append(_Outgoing(key, value, list(headers), future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush, producer)
+        future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+        lane = self._lanes.get(topic)
+        if lane is None:
+            lane = self._lanes[topic] = _Lane()
+            lane.task = asyncio.create_task(self._send_loop(producer, topic, lane),
+                                            name=f"kafka-send-{topic}")
+        lane.records.append(_Outgoing(key, value, list(headers), future))
+        lane.wakeup.set()
         try:
             async with asyncio.timeout(timeout):
                 return await future
         except TimeoutError:
             raise PublishError(f"no acknowledgement from Kafka within {timeout:g}s") from None
 
-    def _flush(self, producer: AIOKafkaProducer) -> None:
-        self._flush_scheduled = False
-        outgoing, self._outgoing = self._outgoing, {}
-        for topic, records in outgoing.items():
-            task = asyncio.create_task(self._send(producer, topic, records))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+    async def _send_loop(self, producer: AIOKafkaProducer, topic: str, lane: _Lane) -> None:
+        """One sender per topic: whatever was published while the previous batch was being
+        handed over goes out as the next batch (per partition), so batches grow with load
+        and aiokafka's one-batch-per-partition queue never has two waiters."""
+        while True:
+            await lane.wakeup.wait()
+            lane.wakeup.clear()
+            records, lane.records = lane.records, []
+            if records:
+                await self._send(producer, topic, records)
+            elif lane.closing:
+                return
 
     async def _send(self, producer: AIOKafkaProducer, topic: str,
                     records: list[_Outgoing]) -> None:
@@ -274,15 +286,20 @@ class Publisher:
         self._connected.clear()
         if producer is None:
             return
-        if self._flush_scheduled:
-            self._flush(producer)
+        lanes, self._lanes = list(self._lanes.values()), {}
         try:
             async with asyncio.timeout(timeout):
-                if self._sending:
-                    await asyncio.gather(*self._sending, return_exceptions=True)
+                # Hand over what is still queued, then wait for every acknowledgement.
+                for lane in lanes:
+                    lane.closing = True
+                    lane.wakeup.set()
+                await asyncio.gather(*(lane.task for lane in lanes if lane.task))
                 await producer.flush()
         except (TimeoutError, KafkaError) as exc:
             log.warning("kafka flush incomplete at shutdown", extra={"error": repr(exc)})
+        for lane in lanes:
+            if lane.task is not None:
+                lane.task.cancel()
         with contextlib.suppress(TimeoutError, KafkaError):
             async with asyncio.timeout(timeout):
                 await producer.stop()

@@ -56,3 +56,21 @@ async def test_publish_before_kafka_is_reachable_fails_fast(topic: str) -> None:
     pub = Publisher(KafkaSettings(bootstrap_servers=("127.0.0.1:1",)), client_id="t")
     with pytest.raises(PublishError, match=r"not connected|not started"):
         await pub.publish(topic, b"k", b"v", [], 1)
+
+
+async def test_sixty_four_steady_publishers_lose_nothing(broker: Broker, topic: str) -> None:
+    """The capture path's shape: 64 callers, each publishing again as soon as its last
+    record is acknowledged."""
+    pub = Publisher(KafkaSettings(bootstrap_servers=(broker.bootstrap,)), client_id="t")
+    await pub.start()
+    assert await pub.wait_connected(10)
+
+    async def caller(n: int) -> list[tuple[int, int]]:
+        return [((d := await pub.publish(topic, f"{n}-{i}".encode(), b"x" * 1500, [], 10))
+                 .partition, d.offset) for i in range(60)]
+
+    placed = [p for got in await asyncio.gather(*(caller(n) for n in range(64))) for p in got]
+    await pub.stop()
+    assert len(set(placed)) == 64 * 60
+    stored = await read_with_offsets(broker.bootstrap, topic, expect=64 * 60)
+    assert set(stored) == set(placed)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from redrive.errors import ConfigError
+from retry_worker.settings import Settings as WorkerSettings
 from sidecar.settings import Settings
 
 
@@ -81,17 +82,26 @@ def test_the_dlq_topic_must_differ_from_the_topic() -> None:
         Settings.from_env({"REDRIVE_TOPIC": "x", "REDRIVE_DLQ_TOPIC": "x"})
 
 
-def test_a_malformed_signing_key_stops_the_start_without_echoing_it() -> None:
+BOTH = pytest.mark.parametrize("settings_class", [Settings, WorkerSettings],
+                               ids=["sidecar", "worker"])
+
+
+@BOTH
+def test_a_malformed_signing_key_stops_the_start_without_echoing_it(
+        settings_class: type[Settings] | type[WorkerSettings]) -> None:
     with pytest.raises(ConfigError, match="REDRIVE_SIGNING_KEY") as info:
-        Settings.from_env({"REDRIVE_SIGNING_KEY": "k"})
-    assert "'k'" not in str(info.value)
+        settings_class.from_env({"REDRIVE_SIGNING_KEY": "k", "REDRIVE_SEAL_KEY": "short"})
+    assert "'k'" not in str(info.value) and "short" not in str(info.value)
+    assert "REDRIVE_SEAL_KEY" in str(info.value)
 
 
-def test_valid_signing_and_seal_keys_are_accepted() -> None:
+@BOTH
+def test_valid_signing_and_seal_keys_are_accepted(
+        settings_class: type[Settings] | type[WorkerSettings]) -> None:
     import base64
     key = base64.b64encode(bytes(range(32))).decode()
-    settings = Settings.from_env({"REDRIVE_SIGNING_KEY": f"v1:{key}",
-                                  "REDRIVE_SEAL_KEY": key})
+    settings = settings_class.from_env({"REDRIVE_SIGNING_KEY": f"v1:{key}",
+                                        "REDRIVE_SEAL_KEY": key})
     assert settings.security.signing_keys is not None
     assert settings.security.signing_keys.signing_kid == "v1"
     assert settings.security.seal_keys is not None

@@ -69,22 +69,6 @@ def test_a_cap_below_the_initial_delay_is_refused() -> None:
                            "REDRIVE_BACKOFF_MAX_SECONDS": "5"})
 
 
-def test_a_malformed_signing_key_stops_the_start_without_echoing_it() -> None:
-    with pytest.raises(ConfigError, match="REDRIVE_SIGNING_KEY") as info:
-        Settings.from_env({"REDRIVE_SIGNING_KEY": "k"})
-    assert "'k'" not in str(info.value)
-
-
-def test_valid_signing_and_seal_keys_are_accepted() -> None:
-    import base64
-    key = base64.b64encode(bytes(range(32))).decode()
-    settings = Settings.from_env({"REDRIVE_SIGNING_KEY": f"v1:{key}",
-                                  "REDRIVE_SEAL_KEY": key})
-    assert settings.security.signing_keys is not None
-    assert settings.security.signing_keys.signing_kid == "v1"
-    assert settings.security.seal_keys is not None
-
-
 def test_the_startup_summary_never_contains_keys() -> None:
     summary = str(Settings.from_env({}).summary())
     assert "key" not in summary.lower()

@@ -397,6 +397,19 @@ class LogSettings:
         )
 
 
+def _key(env: Env, name: str, parse: Callable[[str], object], fmt: str) -> str | None:
+    """``name``'s value once ``parse`` accepts it; otherwise a problem (never the value)."""
+    raw = env.optional(name)
+    if raw is None:
+        return None
+    try:
+        parse(raw)
+    except KeyFormatError as exc:
+        env.problem(name, f"{exc} (format: {fmt})")
+        return None
+    return raw
+
+
 @dataclass(frozen=True)
 class SecuritySettings:
     redact_headers: frozenset[str] = frozenset(DEFAULT_REDACT_HEADERS.split(","))
@@ -410,23 +423,11 @@ class SecuritySettings:
     def from_env(cls, env: Env) -> SecuritySettings:
         redact = frozenset(h.lower() for h in env.csv("REDRIVE_REDACT_HEADERS",
                                                       DEFAULT_REDACT_HEADERS))
-        signing = env.optional("REDRIVE_SIGNING_KEY")
-        seal = env.optional("REDRIVE_SEAL_KEY")
         # Parse now so a bad key stops the start; messages never echo secret material.
-        if signing is not None:
-            try:
-                SigningKeys.parse(signing)
-            except KeyFormatError as exc:
-                env.problem("REDRIVE_SIGNING_KEY", f"{exc} (format: kid:base64secret[,...], "
-                                                   "secrets of at least 32 bytes)")
-                signing = None
-        if seal is not None:
-            try:
-                SealKeys.parse(seal)
-            except KeyFormatError as exc:
-                env.problem("REDRIVE_SEAL_KEY", f"{exc} (format: kid:base64key[,...], "
-                                                "AES-256 keys of exactly 32 bytes)")
-                seal = None
+        signing = _key(env, "REDRIVE_SIGNING_KEY", SigningKeys.parse,
+                       "kid:base64secret[,...], secrets of at least 32 bytes")
+        seal = _key(env, "REDRIVE_SEAL_KEY", SealKeys.parse,
+                    "kid:base64key[,...], AES-256 keys of exactly 32 bytes")
         return cls(redact_headers=redact, signing_key=signing, seal_key=seal)
 
     @property

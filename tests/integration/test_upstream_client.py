@@ -602,3 +602,41 @@ async def test_an_https_upstream_is_verified_and_spoken_to_over_tls(tmp_path: Pa
         await c.close()
     finally:
         await runner.cleanup()
+
+
+async def test_requests_arriving_during_a_refused_attempt_share_its_refusal(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar import upstream
+
+    attempts = 0
+    real = upstream._open_socket
+
+    async def counting(*args: object) -> socket.socket:
+        nonlocal attempts
+        attempts += 1
+        return await real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(upstream, "_open_socket", counting)
+    c = client(f"http://127.0.0.1:{refused_port()}")
+    results = await asyncio.gather(
+        *(c.request("POST", "/x", [("Host", "a")], b"{}") for _ in range(50)),
+        return_exceptions=True)
+    assert all(isinstance(r, ConnectRefused) for r in results)
+    assert all(failures.classify_exception(r).reached_upstream is False  # type: ignore[arg-type]
+               for r in results)
+    assert 1 <= attempts < 50
+    # Later requests make attempts of their own: nothing is remembered.
+    with pytest.raises(ConnectRefused):
+        await c.request("GET", "/", [("Host", "a")], None)
+    assert attempts >= 2
+    await c.close()
+
+
+async def test_a_successful_attempt_is_never_shared(app_url: str) -> None:
+    c = client(app_url)
+    results = await asyncio.gather(*(c.request("GET", f"/n{i}", [("Host", "a")], None)
+                                     for i in range(30)))
+    assert [r.status for r in results] == [200] * 30
+    for r in results:
+        await r.read()
+    await c.close()

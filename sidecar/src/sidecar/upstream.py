@@ -487,6 +487,8 @@ class UpstreamClient:
         self._busy: set[_Connection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
+        self._probe: asyncio.Future[bool] | None = None
+        """The connection attempt in flight; its result says whether it was refused."""
         self._addresses: list[tuple[int, str, int]] = []
         self._resolved_at = -_DNS_TTL
         try:
@@ -612,6 +614,31 @@ class UpstreamClient:
 
     async def _connect(self, deadline: float, loop: asyncio.AbstractEventLoop) -> _Connection:
         until = loop.time() + max(0.0, min(self._connect_timeout, deadline - loop.time()))
+        probe = self._probe
+        # An attempt to connect is already on its way. If the app refuses it, it would
+        # refuse this request too: the refusal is seen after this request arrived, so
+        # the request shares it rather than paying for its own socket. (A surge of
+        # requests while the app is down is the capture path's worst case.) Any other
+        # outcome, success included, and the request makes its own attempt. The probe
+        # is bounded by its own connect timeout.
+        if probe is not None and not probe.done() and await asyncio.shield(probe):
+            raise ConnectRefused(f"{self._host}:{self._port} refused the connection",
+                                 errno.ECONNREFUSED)
+        probe = self._probe = loop.create_future()
+        refused = False
+        try:
+            conn = await self._open_connection(until, loop)
+        except ConnectRefused:
+            refused = True
+            raise
+        finally:
+            probe.set_result(refused)
+            if self._probe is probe:
+                self._probe = None
+        return conn
+
+    async def _open_connection(self, until: float,
+                               loop: asyncio.AbstractEventLoop) -> _Connection:
         addresses = self._addresses
         if time.monotonic() - self._resolved_at >= _DNS_TTL:
             try:

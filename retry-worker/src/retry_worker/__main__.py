@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from redrive import logs
+from redrive import logs, runtime
 from redrive.errors import ConfigError
 from retry_worker.running import run
 from retry_worker.settings import Settings
@@ -24,6 +24,7 @@ def main() -> int:
         print(f"retry-worker: {exc.render()}", file=sys.stderr)
         return 2
     logs.configure(settings.log.level, settings.log.format)
+    runtime.tune_gc()
     try:
         asyncio.run(run(settings))
     except OSError as exc:

@@ -17,7 +17,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 from aiohttp.web_runner import GracefulExit
 
-from redrive import logs
+from redrive import logs, runtime
 from redrive.errors import ConfigError
 from sidecar.app import STATE, build_app
 from sidecar.server import Guard, GuardedRunner
@@ -122,6 +122,7 @@ def main() -> None:
                                         "quarantined_files": list(report.quarantined_files)})
     log.info("sidecar starting", extra={"settings": effective_settings(settings)})
     app = build_app(settings, spool=spool, quarantined_bytes=quarantined)
+    runtime.tune_gc()
     run(app, settings)
     log.info("sidecar stopped")
 

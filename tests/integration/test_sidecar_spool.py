@@ -53,8 +53,11 @@ def queued_ids(answers: list[dict[str, Any]]) -> set[str]:
     return {a["id"] for a in answers if a.get("queued") is True}
 
 
-async def topic_ids(bootstrap: str, topic: str, expect: int) -> tuple[set[str], int]:
-    records = await read_topic(bootstrap, topic, expect=expect, timeout=30, idle=3)
+async def topic_ids(bootstrap: str, topic: str, want: set[str]) -> tuple[set[str], int]:
+    """The capture ids on ``topic`` (and how many duplicates), read until every id in
+    ``want`` is there or 30 s passed. Duplicates are allowed (at least once) and must not
+    end the reading early."""
+    records = await read_topic(bootstrap, topic, keys={i.encode() for i in want}, timeout=30)
     keys = [k.decode() for k, _, _ in records if k is not None]
     return set(keys), len(keys) - len(set(keys))
 
@@ -90,7 +93,7 @@ async def test_with_kafka_down_at_start_captures_are_spooled_then_drained(
         status, body = http_get(sc.admin + "/readyz")
         assert status == 200 and "spooling" in body
         broker = start_broker(late_broker.release())
-        ids, _ = await topic_ids(broker.bootstrap, topic, expect=200)
+        ids, _ = await topic_ids(broker.bootstrap, topic, queued_ids(answers))
         assert queued_ids(answers) <= ids
         await asyncio.sleep(1.5)  # gauges refresh every 0.5 s
         metrics = scrape(sc.admin)
@@ -121,7 +124,7 @@ async def test_kafka_freezing_mid_load_loses_nothing(spool_dir: Path) -> None:
         metrics = scrape(sc.admin)
         assert metrics['redrive_sidecar_captures_total{result="spooled"}'] > 0
         assert metrics['redrive_sidecar_captures_total{result="lost"}'] == 0
-        ids, _ = await topic_ids(broker.bootstrap, topic, expect=len(acked))
+        ids, _ = await topic_ids(broker.bootstrap, topic, acked)
         missing = acked - ids
         assert not missing, f"{len(missing)} acknowledged captures missing from Kafka"
     finally:
@@ -158,7 +161,7 @@ async def test_sigkill_with_a_full_spool_loses_no_acknowledged_capture(
     again = start_sidecar(bootstrap=broker.bootstrap, topic=topic, upstream=unused_port_url(),
                           env=env)
     try:
-        ids, dupes = await topic_ids(broker.bootstrap, topic, expect=len(acked))
+        ids, dupes = await topic_ids(broker.bootstrap, topic, acked)
         missing = acked - ids
         assert not missing, f"{len(missing)} of {len(acked)} acknowledged captures lost"
         print(f"round {round_no}: {len(acked)} acknowledged, all in Kafka, {dupes} duplicates")
@@ -223,7 +226,7 @@ async def test_sigterm_drains_the_spool_when_kafka_is_back(
         wait_for_log(sc, "kafka producer connected", timeout=20)
         sc.process.signal(signal.SIGTERM)
         assert await asyncio.to_thread(sc.process.wait, 20) == 0
-        ids, _ = await topic_ids(broker.bootstrap, topic, expect=50)
+        ids, _ = await topic_ids(broker.bootstrap, topic, queued_ids(answers))
         assert queued_ids(answers) <= ids
     finally:
         sc.process.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer
@@ -37,12 +38,16 @@ Message = tuple[bytes | None, bytes, dict[str, bytes]]
 
 
 async def read_topic(bootstrap: str, topic: str, *, expect: int | None = None,
+                     keys: Collection[bytes] | None = None,
                      timeout: float = 10.0, idle: float = 1.0) -> list[Message]:
     """Every (key, value, headers) on ``topic`` from the start.
 
-    Stops when ``expect`` records were read, or when nothing new arrived for ``idle``
-    seconds, or at ``timeout`` (whichever comes first). Uses no consumer group.
+    Stops when ``expect`` records were read, or once every key in ``keys`` was seen
+    (duplicates, which at-least-once delivery allows, do not count twice), or when
+    nothing new arrived for ``idle`` seconds (only without ``expect`` and ``keys``), or at
+    ``timeout``, whichever comes first. Uses no consumer group.
     """
+    waiting = set(keys) if keys is not None else None
     # Subscribing without a group assigns every partition and follows metadata, so a
     # topic that only appears later (created by its first produce) is still read.
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False,
@@ -59,10 +64,16 @@ async def read_topic(bootstrap: str, topic: str, *, expect: int | None = None,
             for msgs in batch.values():
                 for m in msgs:
                     out.append((m.key, m.value, dict(m.headers)))
+                    if waiting is not None and m.key is not None:
+                        waiting.discard(m.key)
                 last_new = loop.time()
-            if expect is not None and len(out) >= expect:
-                break
-            if expect is None and loop.time() - last_new > idle:
+            if waiting is not None:
+                done = not waiting
+            elif expect is not None:
+                done = len(out) >= expect
+            else:
+                done = loop.time() - last_new > idle
+            if done:
                 break
     finally:
         await consumer.stop()

@@ -5,6 +5,7 @@ offset it really has."""
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -12,7 +13,7 @@ from aiokafka import AIOKafkaConsumer
 from redrive.errors import PublishError
 from redrive.kafka import Publisher
 from redrive.settings import KafkaSettings
-from tests.support.kafka import Broker
+from tests.support.kafka import Broker, read_topic, start_broker, unique_topic
 
 
 async def read_with_offsets(bootstrap: str, topic: str,
@@ -74,3 +75,71 @@ async def test_sixty_four_steady_publishers_lose_nothing(broker: Broker, topic: 
     assert len(set(placed)) == 64 * 60
     stored = await read_with_offsets(broker.bootstrap, topic, expect=64 * 60)
     assert set(stored) == set(placed)
+
+
+async def test_a_stalled_kafka_fails_callers_in_time_and_keeps_no_abandoned_records() -> None:
+    """A Kafka that stops answering: every caller hears PublishError within its timeout (and
+    would spool); records they gave up on do not pile up in the publisher's queue; once
+    Kafka answers again, publishing works. (Records already handed to aiokafka may still
+    arrive later: duplicates, never a loss.)"""
+    broker = start_broker()
+    topic = unique_topic("stall")
+    pub = Publisher(KafkaSettings(bootstrap_servers=(broker.bootstrap,)), client_id="t")
+    try:
+        await pub.start()
+        assert await pub.wait_connected(10)
+        await pub.publish(topic, b"first", b"first", [], 10)
+        broker.process.signal(signal.SIGSTOP)
+        await asyncio.sleep(0.2)  # let the stop take effect
+        # The first publish after the stall is handed to aiokafka and waits there.
+        stuck = asyncio.create_task(pub.publish(topic, b"stuck", b"stuck", [], 0.3))
+        await asyncio.sleep(0.05)
+        given_up = await asyncio.gather(
+            *(pub.publish(topic, f"late-{i}".encode(), b"x", [], 0.3) for i in range(3000)),
+            return_exceptions=True)
+        assert all(isinstance(r, PublishError) for r in given_up)
+        with pytest.raises(PublishError):
+            await stuck
+        # The next publish finds the queue full of abandoned records and drops them.
+        nudge = asyncio.create_task(pub.publish(topic, b"nudge", b"nudge", [], 10))
+        await asyncio.sleep(0)
+        assert len(pub._lanes[topic].records) <= 2
+        broker.process.signal(signal.SIGCONT)
+        await nudge
+        await pub.stop()
+        keys = {k for k, _, _ in await read_topic(broker.bootstrap, topic,
+                                                   keys={b"first", b"nudge"})}
+        assert {b"first", b"nudge"} <= keys
+    finally:
+        broker.process.signal(signal.SIGCONT)
+        broker.process.stop()
+
+
+async def test_while_the_sender_is_stuck_abandoned_records_are_dropped(
+        broker: Broker, topic: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiokafka can hold the sender for up to its request timeout (a full queue to a dead
+    broker); meanwhile callers time out, and their records must not accumulate."""
+    pub = Publisher(KafkaSettings(bootstrap_servers=(broker.bootstrap,)), client_id="t")
+    await pub.start()
+    assert await pub.wait_connected(10)
+    release = asyncio.Event()
+    real_send = Publisher._send
+
+    async def stuck_send(self: Publisher, *args: object) -> None:
+        await release.wait()
+        await real_send(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Publisher, "_send", stuck_send)
+    first = asyncio.create_task(pub.publish(topic, b"held", b"held", [], 30))
+    await asyncio.sleep(0.05)  # the sender took "held" and is stuck with it
+    for _ in range(3):
+        given_up = await asyncio.gather(
+            *(pub.publish(topic, f"late-{i}".encode(), b"x", [], 0.05) for i in range(2000)),
+            return_exceptions=True)
+        assert all(isinstance(r, PublishError) for r in given_up)
+    # 6,000 abandoned records were queued behind the stuck sender; compaction keeps the
+    # queue to about one threshold's worth at most, not all of them.
+    assert len(pub._lanes[topic].records) <= 2100
+    release.set()
+    assert (await first).topic == topic
+    await pub.stop()

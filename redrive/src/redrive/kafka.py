@@ -110,11 +110,15 @@ class _Outgoing:
     future: asyncio.Future[Delivery]
 
 
+_COMPACT_MIN = 1024
+
+
 class _Lane:
     """The records waiting to be sent to one topic, and the task sending them."""
 
     def __init__(self) -> None:
         self.records: list[_Outgoing] = []
+        self.compact_at = _COMPACT_MIN
         self.wakeup = asyncio.Event()
         self.closing = False
         self.task: asyncio.Task[None] | None = None
@@ -221,6 +225,11 @@ class Publisher:
             lane.task = asyncio.create_task(self._send_loop(producer, topic, lane),
                                             name=f"kafka-send-{topic}")
         lane.records.append(_Outgoing(key, value, list(headers), future))
+        if len(lane.records) >= lane.compact_at:
+            # Kafka is stalled and the sender is stuck: drop what callers gave up on (they
+            # spooled it or reported it lost), so a long stall does not hold every record.
+            lane.records = [r for r in lane.records if not r.future.done()]
+            lane.compact_at = max(_COMPACT_MIN, 2 * len(lane.records))
         lane.wakeup.set()
         try:
             async with asyncio.timeout(timeout):
@@ -236,6 +245,10 @@ class Publisher:
             await lane.wakeup.wait()
             lane.wakeup.clear()
             records, lane.records = lane.records, []
+            lane.compact_at = _COMPACT_MIN
+            # A caller that stopped waiting has spooled its record (or reported it lost):
+            # sending it now would only make a duplicate.
+            records = [r for r in records if not r.future.done()]
             if records:
                 await self._send(producer, topic, records)
             elif lane.closing:

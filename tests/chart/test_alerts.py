@@ -13,21 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest
 import yaml
 
 from tests.chart.chartlib import CHART, NAMESPACE, RELEASE, SCHEMAS, helm
+from tests.support.tools import require
 
 ALERT_TESTS = Path(__file__).resolve().parent / "alerts"
 MONITORING_API = "monitoring.coreos.com/v1"
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail("promtool is not installed: run `make tools` "
-                    "(scripts/install-tools.sh installs Debian's prometheus package)")
-    return path
+    return require("promtool")
 
 
 def render_rule(*sets: str, api: bool = True) -> list[dict[str, Any]]:

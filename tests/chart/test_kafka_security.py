@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from tests.chart.chartlib import (
     validate_any,
 )
 from tests.chart.test_subchart import PARENT_CHART, PARENT_DEPLOYMENT
+from tests.support.pki import self_signed
 
 FULLNAME = f"{RELEASE}-redrive"
 CLUSTER = FULLNAME
@@ -394,11 +394,7 @@ def test_a_users_own_deployment_gets_the_subcharts_sidecar_user(tmp_path: Path) 
 @pytest.fixture(scope="module")
 def pem(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A throwaway self-signed certificate and its key, standing in for every PEM file."""
-    d = tmp_path_factory.mktemp("pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    str(d / "key.pem"), "-out", str(d / "cert.pem"), "-days", "1",
-                    "-subj", "/CN=redrive-chart-test"], check=True, capture_output=True)
-    return d
+    return self_signed(tmp_path_factory.mktemp("pem"), "redrive-chart-test")
 
 
 def parse_as_the_service(c: dict[str, Any], mounted: dict[str, Any], pem: Path,
@@ -406,9 +402,9 @@ def parse_as_the_service(c: dict[str, Any], mounted: dict[str, Any], pem: Path,
     """KafkaSettings from the container's env, its mount's files stood in for under root."""
     root.mkdir()
     contents = {"sasl-password": "s3cret-from-the-secret\n",
-                "ca.crt": (pem / "cert.pem").read_text(),
-                "client.crt": (pem / "cert.pem").read_text(),
-                "client.key": (pem / "key.pem").read_text()}
+                "ca.crt": (pem / "redrive-chart-test.crt").read_text(),
+                "client.crt": (pem / "redrive-chart-test.crt").read_text(),
+                "client.key": (pem / "redrive-chart-test.key").read_text()}
     for name in mounted:
         (root / name).write_text(contents[name])
     environ = {name: entry["value"].replace(MOUNT, str(root))

@@ -8,7 +8,6 @@ chart's alert rules are loaded too, and the dead-letter alert must go pending or
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 import urllib.parse
@@ -25,6 +24,7 @@ from tests.chart.chartlib import CHART, helm
 from tests.support.kafka import Broker
 from tests.support.procs import Process, free_port, python_module, refused_port
 from tests.support.sidecar import start_sidecar
+from tests.support.tools import require
 from tests.support.worker import worker_env
 
 REQUESTS = 5
@@ -60,11 +60,7 @@ def refusing_target() -> Iterator[str]:
 
 
 def _prometheus() -> str:
-    path = shutil.which("prometheus")
-    if path is None:
-        pytest.fail("prometheus is not installed: run `make tools` "
-                    "(scripts/install-tools.sh installs Debian's prometheus package)")
-    return path
+    return require("prometheus")
 
 
 def _query(base: str, expr: str) -> list[dict[str, Any]]:

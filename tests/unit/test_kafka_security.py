@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from redrive.errors import ConfigError
 from redrive.kafka import consumer_options, producer_options, ssl_context
 from redrive.settings import Env, KafkaSettings
+from tests.support.pki import self_signed
 
 
 def parse(**env: str) -> KafkaSettings:
@@ -29,11 +29,7 @@ def problems(**env: str) -> str:
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("pki")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    str(d / "ca.key"), "-out", str(d / "ca.crt"), "-days", "1",
-                    "-subj", "/CN=test-ca"], check=True, capture_output=True)
-    return d
+    return self_signed(tmp_path_factory.mktemp("pki"), "ca")
 
 
 def test_default_is_plaintext() -> None:

@@ -2,9 +2,10 @@
 
 The chart tests are helm-unittest's idea written in pytest: render with ``helm template``
 for the defaults and every ``ci/*-values.yaml``, parse the YAML, validate each object
-against Kubernetes 1.33's schemas (``kubernetes-validate``, strict) or, for Strimzi and
-prometheus-operator kinds, their CRD schemas (copied into ``schemas/`` with SOURCES.md),
-then check the policies that matter.
+against the schemas of every supported Kubernetes minor (``kubernetes-validate``, strict:
+1.29 to the newest it knows) or, for Strimzi, prometheus-operator and cert-manager kinds,
+their CRD schemas (copied into ``schemas/`` with SOURCES.md), then check the policies that
+matter.
 
 Helm comes from ``scripts/install-tools.sh`` (``make tools``) at ``.tools/bin/helm``; a
 missing helm fails the tests rather than skipping them, so CI can never pass vacuously.
@@ -34,8 +35,20 @@ HELM = REPO / ".tools" / "bin" / "helm"
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 KUBE_VERSION = "1.33.0"
-"""The Kubernetes version the chart is rendered for and validated against."""
-OPTIONAL_APIS = ("monitoring.coreos.com/v1", "kafka.strimzi.io/v1")
+"""The Kubernetes version the chart is rendered for by default."""
+OLDEST_SUPPORTED_MINOR = 29
+
+
+def supported_kube_versions() -> list[str]:
+    """Every minor from 1.29 to the newest kubernetes-validate ships schemas for."""
+    known = {tuple(int(x) for x in v.split(".")[:2])
+             for v in kubernetes_validate.utils.all_versions()}
+    minors = sorted(m for (major, m) in known if major == 1 and m >= OLDEST_SUPPORTED_MINOR)
+    return [f"1.{m}.0" for m in minors]
+
+
+SUPPORTED_KUBE_VERSIONS = supported_kube_versions()
+OPTIONAL_APIS = ("monitoring.coreos.com/v1", "kafka.strimzi.io/v1", "cert-manager.io/v1")
 """APIs of the optional extras, announced to ``helm template`` with ``--api-versions``."""
 RELEASE = "demo"
 NAMESPACE = "redrive-test"
@@ -44,12 +57,13 @@ _PROMETHEUS_OPERATOR = SCHEMAS / "prometheus-operator"
 CRD_FILES = {
     "Kafka": SCHEMAS / "strimzi" / "040-Crd-kafka.yaml",
     "KafkaTopic": SCHEMAS / "strimzi" / "043-Crd-kafkatopic.yaml",
-    # Redrive's own subset schema: see the note at the top of the file.
-    "KafkaUser": SCHEMAS / "redrive" / "kafkauser-v1-subset.yaml",
+    "KafkaUser": SCHEMAS / "strimzi" / "044-Crd-kafkauser.yaml",
     "KafkaNodePool": SCHEMAS / "strimzi" / "045-Crd-kafkanodepool.yaml",
     "ServiceMonitor": _PROMETHEUS_OPERATOR / "monitoring.coreos.com_servicemonitors.yaml",
     "PodMonitor": _PROMETHEUS_OPERATOR / "monitoring.coreos.com_podmonitors.yaml",
     "PrometheusRule": _PROMETHEUS_OPERATOR / "monitoring.coreos.com_prometheusrules.yaml",
+    "Certificate": SCHEMAS / "cert-manager" / "cert-manager.io_certificates.yaml",
+    "Issuer": SCHEMAS / "cert-manager" / "cert-manager.io_issuers.yaml",
 }
 
 # The public names from CONTRACT.md (shared/CONTRACT.md, "Environment variables"), plus
@@ -75,6 +89,13 @@ CONTRACT_WORKER_ENV = frozenset({
 EXTRA_COMMON_ENV = frozenset({"REDRIVE_DRAIN_TIMEOUT_SECONDS", "REDRIVE_ADMIN_HOST"})
 EXTRA_SIDECAR_ENV = frozenset({"REDRIVE_LISTEN_HOST", "REDRIVE_RETRY_AFTER_SECONDS"})
 EXTRA_WORKER_ENV = frozenset({"REDRIVE_RETRY_TOPIC"})
+# CONTRACT.md, "Added in the second wave".
+SECOND_WAVE_SIDECAR_ENV = frozenset({"REDRIVE_MAX_RECORD_BYTES", "REDRIVE_CAPTURE_METHODS",
+                                     "REDRIVE_CAPTURE_EXCLUDE_PATHS", "REDRIVE_STATUS_URL"})
+SECOND_WAVE_WORKER_ENV = frozenset({"REDRIVE_MAX_RECORD_BYTES", "REDRIVE_STATUS_PORT",
+                                    "REDRIVE_CONSOLE_TOKEN", "REDRIVE_STATUS_TOPIC"})
+OPTIONAL_ENV = frozenset({"REDRIVE_CONSOLE_TOKEN"})
+"""Set only when configured (the console's token comes from a Secret)."""
 KAFKA_SECURITY_ENV = frozenset({
     "REDRIVE_KAFKA_SECURITY_PROTOCOL", "REDRIVE_KAFKA_SASL_MECHANISM",
     "REDRIVE_KAFKA_SASL_USERNAME", "REDRIVE_KAFKA_SASL_PASSWORD",
@@ -87,14 +108,16 @@ kafka.strimzi asks for them; the services default to PLAINTEXT."""
 POD_IDENTITY_ENV = {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
 
 SIDECAR_ENV = (CONTRACT_COMMON_ENV | CONTRACT_SIDECAR_ENV | EXTRA_COMMON_ENV | EXTRA_SIDECAR_ENV
-               | KAFKA_SECURITY_ENV)
+               | KAFKA_SECURITY_ENV | SECOND_WAVE_SIDECAR_ENV)
 WORKER_ENV = (CONTRACT_COMMON_ENV | CONTRACT_WORKER_ENV | EXTRA_COMMON_ENV | EXTRA_WORKER_ENV
-              | KAFKA_SECURITY_ENV)
+              | KAFKA_SECURITY_ENV | SECOND_WAVE_WORKER_ENV)
 KEY_ENV = frozenset({"REDRIVE_SIGNING_KEY", "REDRIVE_SEAL_KEY"})
 
 SIDECAR_NAME = "redrive-sidecar"
 SIDECAR_PORT, SIDECAR_ADMIN_PORT, WORKER_ADMIN_PORT, BACKEND_PORT = 8080, 9901, 9902, 3000
 IMAGES = ("sidecar", "retry-worker", "backend")
+DEFAULT_REGISTRY = "ghcr.io"
+"""Images are fully qualified: ghcr.io/redrive/<image>:<appVersion>."""
 
 
 class HelmError(RuntimeError):
@@ -186,8 +209,10 @@ class Rendered:
 
 
 @functools.cache
-def render(name: str) -> Rendered:
+def render(name: str, kube_version: str | None = None) -> Rendered:
     case = CASES[name]
+    if kube_version is not None:
+        case = Case(case.name, case.values, case.sets, kube_version, case.api_versions)
     out = helm(*case.args())
     docs = [d for d in yaml.safe_load_all(out) if d]
     return Rendered(case=case, docs=docs, values=effective_values(case))

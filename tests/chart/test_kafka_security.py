@@ -45,8 +45,9 @@ BACKEND = f"{FULLNAME}-backend"
 WORKER = f"{FULLNAME}-retry-worker"
 USERS = {"sidecar": f"{FULLNAME}-sidecar", "worker": WORKER, "operator": f"{FULLNAME}-operator"}
 MOUNT = "/etc/redrive/kafka"
-TOPIC, RETRY, DLQ, GROUP = ("failed-requests", "failed-requests.retry", "failed-requests.dlq",
-                            "redrive-retry-worker")
+# Per-service names (isolation): derived from the release and its namespace by default.
+TOPIC = f"redrive.{NAMESPACE}.{RELEASE}"
+RETRY, DLQ, STATUS, GROUP = f"{TOPIC}.retry", f"{TOPIC}.dlq", f"{TOPIC}.status", TOPIC
 SECURED_CASES = ("kafka-auth", "kafka-tls", "kafka-external-sasl")
 
 EXTERNAL_MTLS = (
@@ -223,6 +224,7 @@ def test_acls_are_exactly_least_privilege(case: str) -> None:
         ("topic", TOPIC, "Read"), ("topic", TOPIC, "Describe"),
         ("topic", RETRY, "Read"), ("topic", RETRY, "Write"), ("topic", RETRY, "Describe"),
         ("topic", DLQ, "Write"), ("topic", DLQ, "Describe"),
+        ("topic", STATUS, "Read"), ("topic", STATUS, "Write"), ("topic", STATUS, "Describe"),
         ("group", GROUP, "Read"),
     }
     # Least privilege, said the other way round.

@@ -8,11 +8,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
 from redrive.sealing import SealKeys
 from redrive.signing import SigningKeys
 from tests.chart.chartlib import (
     CASES,
+    CHART,
     CONTRACT_COMMON_ENV,
     CONTRACT_SIDECAR_ENV,
     CONTRACT_WORKER_ENV,
@@ -20,6 +22,7 @@ from tests.chart.chartlib import (
     KAFKA_SECURITY_ENV,
     KEY_ENV,
     NAMESPACE,
+    OPTIONAL_ENV,
     POD_IDENTITY_ENV,
     RELEASE,
     REPO,
@@ -33,6 +36,7 @@ from tests.chart.chartlib import (
     container,
     env_map,
     env_value,
+    helm,
     long_running_containers,
     port_number,
     quantity_bytes,
@@ -102,15 +106,38 @@ def test_every_container_requests_cpu_and_memory(case: str) -> None:
 
 
 @pytest.mark.parametrize("case", ALL_CASES)
-def test_images_are_the_three_contract_images_with_the_app_version(case: str) -> None:
+def test_images_are_fully_qualified_contract_images_with_the_app_version(case: str) -> None:
     rendered = render(case)
-    registry = rendered.values.get("imageRegistry") or ""
+    registry = (rendered.values["global"]["imageRegistry"] or rendered.values["imageRegistry"]
+                or "ghcr.io")
     for _, pod in rendered.pod_specs():
         for c in all_containers(pod):
-            repo, _, tag = c["image"].rpartition(":")
-            assert repo.removeprefix(registry.rstrip("/") + "/" if registry else "") in IMAGES
+            ref, _, digest = c["image"].partition("@")
+            repo, _, tag = ref.rpartition(":")
+            host, _, path = repo.partition("/")
+            assert host == registry and path.removeprefix("redrive/") in IMAGES, c["image"]
             assert tag == "0.1.0"
+            assert not digest or re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
             assert c["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_a_digest_pins_the_image_and_global_pull_secrets_reach_every_pod() -> None:
+    rendered = render("external-app")
+    pod = worker_pod("external-app")
+    assert pod["containers"][0]["image"] == (
+        "registry.example.com/redrive/retry-worker:0.1.0@sha256:" + "0123456789abcdef" * 4)
+    for _, pod in rendered.pod_specs():
+        assert {"name": "registry-credentials"} in pod["imagePullSecrets"]
+    assert pod["priorityClassName"] == "redrive-high"
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+    assert {"name": "extra-ca", "configMap": {"name": "shop-ca"}} in pod["volumes"]
+    assert rendered.get("Deployment", WORKER)["spec"]["template"]["metadata"]["labels"][
+        "team"] == "shop"
+    assert pod["serviceAccountName"] == f"{RELEASE}-redrive"
+    [account] = rendered.of_kind("ServiceAccount")
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:")
+    assert env_map(container(pod, "retry-worker"))["REDRIVE_CONSOLE_TOKEN"]["valueFrom"] == {
+        "secretKeyRef": {"name": "redrive-console", "key": "token"}}
 
 
 # --- probes --------------------------------------------------------------------------------
@@ -153,7 +180,7 @@ def test_every_object_carries_the_recommended_labels(case: str) -> None:
 
 
 @pytest.mark.parametrize("case", ALL_CASES)
-def test_selectors_match_their_pods_and_services_reach_named_ports(case: str) -> None:
+def test_selectors_match_their_pods_and_services_reach_numeric_container_ports(case: str) -> None:
     rendered = render(case)
     pods = {d["metadata"]["name"]: d["spec"]["template"] for d in rendered.of_kind("Deployment")}
     for name, template in pods.items():
@@ -164,10 +191,13 @@ def test_selectors_match_their_pods_and_services_reach_named_ports(case: str) ->
         matched = [t for t in pods.values()
                    if svc["spec"]["selector"].items() <= t["metadata"]["labels"].items()]
         assert len(matched) == 1, svc["metadata"]["name"]
-        port_names = {p["name"] for c in all_containers(matched[0]["spec"])
-                      for p in c.get("ports", [])}
+        # Numbers, never names: Kubernetes fills named ports of native sidecars (init
+        # containers) into EndpointSlices only from 1.33 on.
+        port_numbers = {p["containerPort"] for c in all_containers(matched[0]["spec"])
+                        for p in c.get("ports", [])}
         for port in svc["spec"]["ports"]:
-            assert port["targetPort"] in port_names, (svc["metadata"]["name"], port)
+            assert isinstance(port["targetPort"], int), (svc["metadata"]["name"], port)
+            assert port["targetPort"] in port_numbers, (svc["metadata"]["name"], port)
     for pdb in rendered.of_kind("PodDisruptionBudget"):
         template = rendered.get("Deployment", pdb["metadata"]["name"])["spec"]["template"]
         labels = template["metadata"]["labels"]
@@ -207,7 +237,7 @@ def test_the_backend_service_targets_the_sidecar_and_the_sidecar_targets_the_app
     pod = backend_pod(case)
     sidecar, app = container(pod, SIDECAR_NAME), container(pod, "backend")
     svc = rendered.get("Service", BACKEND)
-    assert [p["targetPort"] for p in svc["spec"]["ports"]] == ["http"]
+    assert [p["targetPort"] for p in svc["spec"]["ports"]] == [SIDECAR_PORT]
     assert port_number(sidecar, "http") == SIDECAR_PORT
     assert int(env_value(sidecar, "REDRIVE_LISTEN_PORT")) == SIDECAR_PORT
     assert int(env_value(sidecar, "REDRIVE_ADMIN_PORT")) == SIDECAR_ADMIN_PORT
@@ -248,7 +278,20 @@ def test_the_grace_period_outlasts_the_pre_stop_pause_and_the_drain(case: str) -
     sidecar = container(pod, SIDECAR_NAME)
     drain = int(env_value(sidecar, "REDRIVE_DRAIN_TIMEOUT_SECONDS"))
     pause = render(case).values["sidecar"]["preStopSleepSeconds"]
-    assert pod["terminationGracePeriodSeconds"] > drain + pause
+    # A native sidecar gets SIGTERM only once the app has exited: the app's own shutdown
+    # comes first, inside the same grace period.
+    app = render(case).values["sidecar"]["appShutdownSeconds"]
+    assert pod["terminationGracePeriodSeconds"] > app + drain + pause
+
+
+def test_the_spool_claim_for_your_own_apps_is_created_when_persistence_is_on() -> None:
+    out = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE,
+               "--set", "backend.enabled=false", "--set", "retryWorker.targetUrl=http://x",
+               "--set", "sidecar.spool.persistence.enabled=true")
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    [claim] = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    assert claim["metadata"]["name"] == f"{RELEASE}-redrive-spool"
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
 
 @pytest.mark.parametrize("case", cases_with("Deployment", WORKER))
@@ -301,7 +344,8 @@ def test_env_names_are_the_contract_names(case: str) -> None:
 @pytest.mark.parametrize("case", ALL_CASES)
 def test_every_contract_variable_the_chart_manages_is_set(case: str) -> None:
     for role, c in redrive_containers(case):
-        expected = (SIDECAR_ENV if role == "sidecar" else WORKER_ENV) - KEY_ENV - KAFKA_SECURITY_ENV
+        expected = ((SIDECAR_ENV if role == "sidecar" else WORKER_ENV) - KEY_ENV
+                    - KAFKA_SECURITY_ENV - OPTIONAL_ENV)
         if role == "sidecar" and not render(case).values["sidecar"]["spool"]["enabled"]:
             expected -= {"REDRIVE_SPOOL_DIR", "REDRIVE_SPOOL_MAX_BYTES"}
         missing = expected - set(env_map(c))
@@ -379,9 +423,31 @@ def test_both_services_use_the_same_kafka_and_topics(case: str) -> None:
     [worker] = [c for role, c in redrive_containers(case) if role == "worker"]
     retry = env_value(worker, "REDRIVE_RETRY_TOPIC")
     assert retry == f"{topic}.retry"
-    assert set(topics) == {topic, dlq, retry}
+    status = env_value(worker, "REDRIVE_STATUS_TOPIC")
+    assert status == f"{topic}.status"
+    assert set(topics) == {topic, dlq, retry, status}
+    rf = rendered.values["kafka"]["strimzi"]["replicationFactor"]
+    min_isr = 2 if rf >= 3 else 1
+    assert kafka["spec"]["kafka"]["config"]["min.insync.replicas"] == min_isr
+    max_record = int(env_value(worker, "REDRIVE_MAX_RECORD_BYTES"))
     for t in topics.values():
         assert t["metadata"]["labels"]["strimzi.io/cluster"] == cluster
+        # An uninstall must not make the Topic Operator delete the records (the DLQ above all).
+        assert t["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert t["spec"]["config"]["min.insync.replicas"] == min_isr
+        assert t["spec"]["config"]["max.message.bytes"] > max_record
+    assert topics[status]["spec"]["config"]["cleanup.policy"] == "compact"
+
+
+def test_min_insync_replicas_follows_the_replication_factor() -> None:
+    out = helm("template", "x", str(CHART), "--api-versions", "kafka.strimzi.io/v1",
+               "--set", "kafka.strimzi.enabled=true", "--set", "kafka.strimzi.replicas=3",
+               "--set", "kafka.strimzi.replicationFactor=3")
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    [kafka] = [d for d in docs if d["kind"] == "Kafka"]
+    assert kafka["spec"]["kafka"]["config"]["min.insync.replicas"] == 2
+    for topic in (d for d in docs if d["kind"] == "KafkaTopic"):
+        assert topic["spec"]["config"]["min.insync.replicas"] == 2
 
 
 # --- optional extras -----------------------------------------------------------------------
@@ -406,7 +472,28 @@ def test_the_service_monitor_scrapes_both_admin_services() -> None:
         assert [p["name"] for p in svc["spec"]["ports"]] == ["admin"]
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     [pod_monitor] = rendered.of_kind("PodMonitor")
-    assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] == "admin"
+    # Injected sidecars, by port number (named ports of init containers are not reliable).
+    assert pod_monitor["spec"]["podMetricsEndpoints"][0]["portNumber"] == SIDECAR_ADMIN_PORT
+    assert pod_monitor["spec"]["selector"]["matchLabels"] == {"redrive.io/sidecar": "true"}
+
+
+@pytest.mark.parametrize("case", ["monitoring", "kind"])
+def test_no_pod_is_scraped_twice(case: str) -> None:
+    """Each pod is reached by at most one monitor: the ServiceMonitor through its admin
+    Service, or the PodMonitor (injected pods only); every sum in the alerts counts once."""
+    rendered = render(case)
+    services = [s for m in rendered.of_kind("ServiceMonitor")
+                for s in rendered.of_kind("Service")
+                if m["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
+    for obj, _ in rendered.pod_specs():
+        if obj["kind"] != "Deployment":
+            continue
+        labels = obj["spec"]["template"]["metadata"]["labels"]
+        paths = [s["metadata"]["name"] for s in services
+                 if s["spec"]["selector"].items() <= labels.items()]
+        paths += [m["metadata"]["name"] for m in rendered.of_kind("PodMonitor")
+                  if m["spec"]["selector"]["matchLabels"].items() <= labels.items()]
+        assert len(paths) <= 1, (obj["metadata"]["name"], paths)
 
 
 def test_the_autoscaler_scales_the_worker_which_then_has_no_fixed_replicas() -> None:
@@ -422,11 +509,16 @@ def test_network_policies_open_only_the_proxy_and_admin_ports() -> None:
     rendered = render("networkpolicy")
     backend = rendered.get("NetworkPolicy", BACKEND)
     ports = [p["port"] for rule in backend["spec"]["ingress"] for p in rule["ports"]]
-    assert ports == ["http", "admin"]
+    assert ports == [SIDECAR_PORT, SIDECAR_ADMIN_PORT]
     assert all("from" in rule for rule in backend["spec"]["ingress"])
     worker = rendered.get("NetworkPolicy", WORKER)
     egress_ports = {p["port"] for rule in worker["spec"]["egress"] for p in rule["ports"]}
     assert {53, 9092, 9093, SIDECAR_PORT} <= egress_ports
+    # The status API and console: sidecars only (through their well-known path), plus any
+    # consolePeers; people port-forward or use the opt-in Ingress.
+    [status_rule] = [r for r in worker["spec"]["ingress"]
+                     if [p["port"] for p in r["ports"]] == [9080]]
+    assert status_rule["from"][1]["podSelector"]["matchLabels"] == {"redrive.io/sidecar": "true"}
     assert not render("default").of_kind("NetworkPolicy")
 
 

@@ -108,7 +108,7 @@ def test_a_users_deployment_gets_the_sidecar(parent_chart: Path, kube_version: s
     assert (sidecar in pod.get("initContainers", [])) == native
     assert env_value(sidecar, "REDRIVE_UPSTREAM_URL") == "http://127.0.0.1:8000"
     # The image tag is redrive's appVersion, not the parent chart's.
-    assert sidecar["image"] == "sidecar:0.1.0"
+    assert sidecar["image"] == "ghcr.io/redrive/sidecar:0.1.0"
     # Names come from the subchart: the bootstrap is the Kafka the subchart renders.
     [kafka] = [d for d in docs if d["kind"] == "Kafka"]
     assert kafka["metadata"]["name"] == "shop-redrive"

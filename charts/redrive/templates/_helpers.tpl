@@ -76,16 +76,82 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
-An image reference: (dict "root" $ "image" .Values.sidecar.image). The tag defaults to the
-chart's appVersion; imageRegistry, when set, is put in front of the repository.
+An image reference: (dict "root" $ "image" .Values.sidecar.image). Fully qualified:
+<registry>/<repository>:<tag>[@<digest>]. The registry is global.imageRegistry, else the
+older top-level imageRegistry, else the image's own registry; an empty registry leaves the
+repository as it is (skaffold passes whole repositories). The tag defaults to the chart's
+appVersion; a digest pins the image (the tag then only documents it).
 */}}
 {{- define "redrive.image" -}}
-{{- $registry := .root.Values.imageRegistry | default "" | trimSuffix "/" }}
+{{- $global := (.root.Values.global | default dict).imageRegistry | default "" }}
+{{- $registry := $global | default .root.Values.imageRegistry | default .image.registry | default "" | trimSuffix "/" }}
 {{- $repository := .image.repository }}
 {{- if $registry }}
 {{- $repository = printf "%s/%s" $registry $repository }}
 {{- end }}
-{{- printf "%s:%s" $repository (.image.tag | default .root.Chart.AppVersion | toString) }}
+{{- $ref := printf "%s:%s" $repository (.image.tag | default .root.Chart.AppVersion | toString) }}
+{{- with .image.digest }}
+{{- $ref = printf "%s@%s" $ref . }}
+{{- end }}
+{{- $ref }}
+{{- end }}
+
+{{/* imagePullSecrets of a pod: global.imagePullSecrets plus imagePullSecrets, as a YAML list; "" when none. */}}
+{{- define "redrive.imagePullSecrets" -}}
+{{- $all := concat ((.Values.global | default dict).imagePullSecrets | default list) (.Values.imagePullSecrets | default list) }}
+{{- with $all }}
+imagePullSecrets:
+  {{- toYaml (uniq .) | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The service account of the chart's pods. */}}
+{{- define "redrive.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "redrive.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod-level extras of one component (dict "root" $ "values" .Values.retryWorker): service
+account, pull secrets, priority class, topology spread. Lines for a pod spec.
+*/}}
+{{- define "redrive.podExtras" -}}
+{{- $root := .root }}
+serviceAccountName: {{ include "redrive.serviceAccountName" $root }}
+automountServiceAccountToken: {{ .automountToken | default false }}
+{{- with include "redrive.imagePullSecrets" $root }}
+{{ . }}
+{{- end }}
+{{- with .values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .values.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Per-service Kafka names (isolation): two releases on one Kafka never share a topic or a
+consumer group. "<prefix>.<namespace>.<release>" by default; kafka.topic overrides it.
+The injector derives the same shape from a pod's namespace and app name
+(injector/src/injector/naming.py), so a release named like the app, in the app's
+namespace, consumes exactly what that app's injected sidecars capture.
+*/}}
+{{- define "redrive.kafka.topic" -}}
+{{- .Values.kafka.topic | default (printf "redrive.%s.%s" .Release.Namespace .Release.Name) }}
+{{- end }}
+{{- define "redrive.kafka.dlqTopic" -}}
+{{- .Values.kafka.dlqTopic | default (printf "%s.dlq" (include "redrive.kafka.topic" .)) }}
+{{- end }}
+{{- define "redrive.kafka.statusTopic" -}}
+{{- .Values.kafka.statusTopic | default (printf "%s.status" (include "redrive.kafka.topic" .)) }}
+{{- end }}
+{{- define "redrive.retryWorker.groupId" -}}
+{{- .Values.retryWorker.groupId | default (include "redrive.kafka.topic" .) }}
 {{- end }}
 
 {{/* Kafka bootstrap servers: the Strimzi cluster's bootstrap Service when the chart makes one. */}}
@@ -95,6 +161,21 @@ chart's appVersion; imageRegistry, when set, is put in front of the repository.
 {{- else }}
 {{- .Values.kafka.bootstrapServers }}
 {{- end }}
+{{- end }}
+
+{{/* min.insync.replicas from the replication factor: 1 at factor 1 or 2, else 2. */}}
+{{- define "redrive.kafka.minInsyncReplicas" -}}
+{{- $rf := int .Values.kafka.strimzi.replicationFactor }}
+{{- if ge $rf 3 }}2{{ else }}1{{ end }}
+{{- end }}
+
+{{/*
+Kafka's max.message.bytes for the chart's topics: the largest record the services write
+(kafka.maxRecordBytes, 1000000 by default) plus 48588 bytes of batch and header overhead,
+i.e. Kafka's own default 1048588 for the default record size.
+*/}}
+{{- define "redrive.kafka.maxMessageBytes" -}}
+{{- add (int64 .Values.kafka.maxRecordBytes) 48588 }}
 {{- end }}
 
 {{/* Port of the Strimzi listener the services use: 9093 with TLS, 9092 without. */}}
@@ -271,7 +352,7 @@ Mode 0440: the files belong to root and the pod's fsGroup, so only the service r
 
 {{/* The retry worker's retry topic: kafka.retryTopic, else "<topic>.retry" (the worker's own default). */}}
 {{- define "redrive.kafka.retryTopic" -}}
-{{- .Values.kafka.retryTopic | default (printf "%s.retry" .Values.kafka.topic) }}
+{{- .Values.kafka.retryTopic | default (printf "%s.retry" (include "redrive.kafka.topic" .)) }}
 {{- end }}
 
 {{/* Where the worker replays: targetUrl, else the demo backend Service (its sidecar port). */}}
@@ -308,9 +389,11 @@ identity). Context: the chart root, or the sidecar's stand-in for it.
 - name: REDRIVE_KAFKA_BOOTSTRAP_SERVERS
   value: {{ include "redrive.kafka.bootstrapServers" . | quote }}
 - name: REDRIVE_TOPIC
-  value: {{ $v.kafka.topic | quote }}
+  value: {{ include "redrive.kafka.topic" . | quote }}
 - name: REDRIVE_DLQ_TOPIC
-  value: {{ $v.kafka.dlqTopic | quote }}
+  value: {{ include "redrive.kafka.dlqTopic" . | quote }}
+- name: REDRIVE_MAX_RECORD_BYTES
+  value: {{ $v.kafka.maxRecordBytes | int64 | quote }}
 - name: REDRIVE_LOG_LEVEL
   value: {{ $v.log.level | quote }}
 - name: REDRIVE_LOG_FORMAT
@@ -443,13 +526,15 @@ Always: beta and on by default from Kubernetes 1.29), "" otherwise.
 {{- end }}
 
 {{/*
-A termination grace period that covers the preStop sleep, the drain and the producer's
-flush: Kubernetes' default 30 s is shorter than a drain plus a flush could take.
+A termination grace period that covers the preStop sleep, the app's own shutdown
+(sidecar.appShutdownSeconds: a native sidecar gets SIGTERM only after the app has exited),
+the sidecar's drain and the producer's flush: Kubernetes' default 30 s is shorter than
+that could take.
 */}}
 {{- define "redrive.sidecar.terminationGracePeriodSeconds" -}}
 {{- include "redrive.sidecar.init" . }}
 {{- $s := .r.Values.sidecar }}
-{{- add $s.preStopSleepSeconds $s.drainTimeoutSeconds 10 }}
+{{- add $s.preStopSleepSeconds $s.appShutdownSeconds $s.drainTimeoutSeconds 10 }}
 {{- end }}
 
 {{/* REDRIVE_SPOOL_MAX_BYTES: the value, or 90 % of the volume size; never above the size. */}}
@@ -464,6 +549,20 @@ flush: Kubernetes' default 30 s is shorter than a drain plus a flush could take.
 {{- fail (printf "sidecar.spool.maxBytes (%d) exceeds sidecar.spool.size (%s = %d bytes): the kubelet would evict the pod before the spool cap is reached" $max $spool.size $size) }}
 {{- end }}
 {{- $max }}
+{{- end }}
+
+{{/*
+REDRIVE_STATUS_URL: the worker's status Service, when this release runs a worker; else
+sidecar.statusUrl (possibly empty: no status look-ups through the sidecar).
+*/}}
+{{- define "redrive.sidecar.statusUrl" -}}
+{{- include "redrive.sidecar.init" . }}
+{{- $v := .r.Values }}
+{{- if $v.sidecar.statusUrl }}
+{{- $v.sidecar.statusUrl }}
+{{- else if $v.retryWorker.enabled }}
+{{- printf "http://%s-status.%s.svc:%v" (include "redrive.retryWorker.fullname" .r) .r.Release.Namespace $v.retryWorker.statusPort }}
+{{- end }}
 {{- end }}
 
 {{/* Name of the spool claim: the existing one, or the one the chart makes for the demo. */}}
@@ -526,6 +625,14 @@ flush: Kubernetes' default 30 s is shorter than a drain plus a flush could take.
       value: {{ $s.upstreamTimeoutSeconds | quote }}
     - name: REDRIVE_DRAIN_TIMEOUT_SECONDS
       value: {{ $s.drainTimeoutSeconds | quote }}
+    - name: REDRIVE_CAPTURE_METHODS
+      value: {{ $s.captureMethods | quote }}
+    - name: REDRIVE_CAPTURE_EXCLUDE_PATHS
+      value: {{ $s.captureExcludePaths | quote }}
+    {{- with include "redrive.sidecar.statusUrl" . }}
+    - name: REDRIVE_STATUS_URL
+      value: {{ . | quote }}
+    {{- end }}
     {{- if $s.spool.enabled }}
     - name: REDRIVE_SPOOL_DIR
       value: {{ $s.spool.path | quote }}

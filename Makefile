@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PACKAGES := redrive sidecar backend $(wildcard retry-worker)
+PACKAGES := redrive sidecar backend $(wildcard retry-worker) injector
 PKG_FILES := $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
 
 .PHONY: help venv run demo test lint typecheck bench bench-tools tools images clean
@@ -50,7 +50,7 @@ bench-tools:
 bench: venv bench-tools ## proxy throughput/latency benchmark with wrk and nginx (prints a table)
 	$(BIN)/python bench/proxy_bench.py
 
-images: ## build the sidecar, retry-worker and backend images with buildah and smoke-run them
+images: ## build the sidecar, retry-worker, backend and injector images with buildah and smoke-run them
 	./scripts/build-images.sh
 
 clean:

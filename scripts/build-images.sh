@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Build the three Redrive images with buildah, without a Docker daemon, and smoke-run them.
+# Build the four Redrive images with buildah, without a Docker daemon, and smoke-run them.
 #
-#   scripts/build-images.sh              # base (cached) + sidecar, retry-worker, backend + smoke
+#   scripts/build-images.sh              # base (cached) + sidecar, retry-worker, backend, injector + smoke
 #   scripts/build-images.sh base         # only the Debian base image
 #   scripts/build-images.sh sidecar      # only the named images (base is built if missing)
 #   NO_SMOKE=1 scripts/build-images.sh   # build without running the images
@@ -31,7 +31,7 @@ REGISTRY="${IMAGE_REGISTRY:-localhost/redrive}"
 TAG="${IMAGE_TAG:-dev}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 CACHE="$ROOT/.local/images"
-ALL_IMAGES=(sidecar retry-worker backend)
+ALL_IMAGES=(sidecar retry-worker backend injector)
 
 log() { printf '%s build-images: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -208,6 +208,13 @@ smoke() {
         backend)
             run_bg "$image" "$logfile" "PORT=$port" -- python -m backend
             url="http://127.0.0.1:$port/api/health" ;;
+        injector)
+            # No certificate files and no webhook configuration: it issues its own
+            # certificate and serves HTTPS; ready once the certificate is loaded.
+            run_bg "$image" "$logfile" \
+                "REDRIVE_INJECTOR_HOST=127.0.0.1" "REDRIVE_INJECTOR_PORT=$(free_port)" \
+                "REDRIVE_ADMIN_HOST=127.0.0.1" "REDRIVE_ADMIN_PORT=$port" -- python -m injector
+            url="http://127.0.0.1:$port/readyz" ;;
     esac
     if ! wait_http "$url" 60; then
         tail -20 "$logfile" >&2
@@ -215,7 +222,20 @@ smoke() {
         return 1
     fi
     log "smoke: $name answers $url ($((SECONDS - t0)) s)"
-    if [[ $name != backend ]]; then
+    if [[ $name == sidecar ]]; then
+        local ictr
+        ictr=$(buildah from --quiet "$image")
+        CONTAINERS+=("$ictr")
+        if buildah run "$ictr" -- redrive-intercept --help >"$CACHE/smoke-$name-intercept.log" 2>&1 \
+            && buildah run "$ictr" -- iptables --version >>"$CACHE/smoke-$name-intercept.log" 2>&1; then
+            log "smoke: $name runs 'redrive-intercept --help' and has iptables"
+        else
+            tail -5 "$CACHE/smoke-$name-intercept.log" >&2
+            log "smoke: $name FAILED: 'redrive-intercept --help' / iptables"
+            return 1
+        fi
+    fi
+    if [[ $name == sidecar || $name == retry-worker ]]; then
         local ctr
         ctr=$(buildah from --quiet "$image")
         CONTAINERS+=("$ctr")

@@ -115,7 +115,7 @@ KEY_ENV = frozenset({"REDRIVE_SIGNING_KEY", "REDRIVE_SEAL_KEY"})
 
 SIDECAR_NAME = "redrive-sidecar"
 SIDECAR_PORT, SIDECAR_ADMIN_PORT, WORKER_ADMIN_PORT, BACKEND_PORT = 8080, 9901, 9902, 3000
-IMAGES = ("sidecar", "retry-worker", "backend")
+IMAGES = ("sidecar", "retry-worker", "backend", "injector")
 DEFAULT_REGISTRY = "ghcr.io"
 """Images are fully qualified: ghcr.io/redrive/<image>:<appVersion>."""
 

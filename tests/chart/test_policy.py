@@ -51,6 +51,9 @@ RECOMMENDED_LABELS = ("helm.sh/chart", "app.kubernetes.io/name", "app.kubernetes
                       "app.kubernetes.io/part-of")
 
 
+CLUSTER_SCOPED = ("ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration")
+
+
 def backend_pod(case: str) -> dict[str, Any]:
     return render(case).get("Deployment", BACKEND)["spec"]["template"]["spec"]
 
@@ -73,7 +76,9 @@ def test_every_pod_and_container_runs_hardened(case: str) -> None:
         assert psc.get("runAsNonRoot") is True, where
         assert isinstance(psc.get("runAsUser"), int) and psc["runAsUser"] > 0, where
         assert psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
-        assert pod.get("automountServiceAccountToken") is False, where
+        # Only the self-certifying injector calls the API (to patch its caBundle).
+        patches_ca_bundle = "REDRIVE_INJECTOR_WEBHOOK_CONFIGURATION" in str(pod)
+        assert pod.get("automountServiceAccountToken") is patches_ca_bundle, where
         assert not pod.get("hostNetwork") and not pod.get("hostPID"), where
         for c in all_containers(pod):
             sc = c.get("securityContext", {})
@@ -142,18 +147,20 @@ def test_a_digest_pins_the_image_and_global_pull_secrets_reach_every_pod() -> No
 
 # --- probes --------------------------------------------------------------------------------
 
-def assert_admin_probes(c: dict[str, Any], admin_port: int) -> None:
-    assert port_number(c, "admin") == admin_port
+def assert_admin_probes(c: dict[str, Any], admin_port: int, port_name: str = "admin") -> None:
+    assert port_number(c, port_name) == admin_port
     expected = {"livenessProbe": "/healthz", "readinessProbe": "/readyz",
                 "startupProbe": "/healthz"}
     for probe, path in expected.items():
         get = c[probe]["httpGet"]
-        assert (get["path"], get["port"]) == (path, "admin"), (c["name"], probe)
+        assert (get["path"], get["port"]) == (path, admin_port), (c["name"], probe)
 
 
 @pytest.mark.parametrize("case", cases_with("Deployment", BACKEND))
 def test_the_sidecar_is_probed_on_its_admin_port(case: str) -> None:
-    assert_admin_probes(container(backend_pod(case), SIDECAR_NAME), SIDECAR_ADMIN_PORT)
+    # Prefixed port names: names are unique across a pod, and apps use "http" themselves.
+    assert_admin_probes(container(backend_pod(case), SIDECAR_NAME), SIDECAR_ADMIN_PORT,
+                        "redrive-admin")
 
 
 @pytest.mark.parametrize("case", cases_with("Deployment", WORKER))
@@ -176,7 +183,8 @@ def test_every_object_carries_the_recommended_labels(case: str) -> None:
         missing = [k for k in RECOMMENDED_LABELS if k not in labels]
         assert not missing, (doc["kind"], doc["metadata"]["name"], missing)
         assert labels["app.kubernetes.io/instance"] == RELEASE
-        assert doc["metadata"]["namespace"] == NAMESPACE
+        if doc["kind"] not in CLUSTER_SCOPED:
+            assert doc["metadata"]["namespace"] == NAMESPACE
 
 
 @pytest.mark.parametrize("case", ALL_CASES)
@@ -238,7 +246,7 @@ def test_the_backend_service_targets_the_sidecar_and_the_sidecar_targets_the_app
     sidecar, app = container(pod, SIDECAR_NAME), container(pod, "backend")
     svc = rendered.get("Service", BACKEND)
     assert [p["targetPort"] for p in svc["spec"]["ports"]] == [SIDECAR_PORT]
-    assert port_number(sidecar, "http") == SIDECAR_PORT
+    assert port_number(sidecar, "redrive-http") == SIDECAR_PORT
     assert int(env_value(sidecar, "REDRIVE_LISTEN_PORT")) == SIDECAR_PORT
     assert int(env_value(sidecar, "REDRIVE_ADMIN_PORT")) == SIDECAR_ADMIN_PORT
     upstream = urlsplit(env_value(sidecar, "REDRIVE_UPSTREAM_URL"))
@@ -397,6 +405,8 @@ def test_both_services_use_the_same_kafka_and_topics(case: str) -> None:
     rendered = render(case)
     seen = {(env_value(c, "REDRIVE_KAFKA_BOOTSTRAP_SERVERS"), env_value(c, "REDRIVE_TOPIC"),
              env_value(c, "REDRIVE_DLQ_TOPIC")) for _, c in redrive_containers(case)}
+    if not seen:
+        return  # only the injector: its sidecars are in tests/injector
     assert len(seen) == 1
     bootstrap, topic, dlq = seen.pop()
     assert topic != dlq

@@ -81,7 +81,7 @@ def test_crd_validation_rejects_a_zookeeper_node_pool() -> None:
 def test_every_kind_the_chart_renders_has_a_schema_here() -> None:
     kinds = {d["kind"] for name in CASES for d in render(name).docs}
     assert kinds >= {"Deployment", "Service", "PodDisruptionBudget", "Pod"}
-    assert {k for k in kinds if k in CRD_FILES} == set(CRD_FILES) - {"Certificate", "Issuer"}
+    assert {k for k in kinds if k in CRD_FILES} == set(CRD_FILES)
 
 
 @pytest.mark.parametrize(("setting", "message"), [

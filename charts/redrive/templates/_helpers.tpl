@@ -585,11 +585,13 @@ sidecar.statusUrl (possibly empty: no status look-ups through the sidecar).
   # reaches the app unproxied and in-flight captures finish after the app has stopped.
   restartPolicy: Always
   {{- end }}
+  # Prefixed names: port names are unique across a pod's containers, and your app (or an
+  # injected pod) may already call its own ports "http" and "admin".
   ports:
-    - name: http
+    - name: redrive-http
       containerPort: {{ $s.port }}
       protocol: TCP
-    - name: admin
+    - name: redrive-admin
       containerPort: {{ $s.adminPort }}
       protocol: TCP
   env:
@@ -642,7 +644,7 @@ sidecar.statusUrl (possibly empty: no status look-ups through the sidecar).
     {{- with $s.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
-  {{- include "redrive.adminProbes" (dict "root" $r "port" "admin") | nindent 2 }}
+  {{- include "redrive.adminProbes" (dict "root" $r "port" $s.adminPort) | nindent 2 }}
   {{- include "redrive.preStopSleep" (dict "root" $r "seconds" $s.preStopSleepSeconds) | nindent 2 }}
   resources:
     {{- toYaml $s.resources | nindent 4 }}
@@ -685,4 +687,24 @@ own `volumeClaimTemplates` entry named "redrive-spool" (one claim per pod) passe
 {{- with include "redrive.kafka.securityVolume" (dict "root" .r "role" "sidecar" "name" "redrive-kafka") }}
 {{ . }}
 {{- end }}
+{{- end }}
+
+{{/*
+The injector's template (same context as redrive.sidecar.container): what the injector
+adds to a pod, as YAML. `native` says where the container goes (initContainers with
+restartPolicy Always, or containers); the rest the injector adapts per pod (topic,
+upstream port, capture settings, the grace period).
+*/}}
+{{- define "redrive.injector.template" -}}
+{{- include "redrive.sidecar.init" . }}
+{{- $s := .r.Values.sidecar -}}
+native: {{ include "redrive.sidecar.native" . | eq "true" }}
+sidecarPort: {{ $s.port }}
+adminPort: {{ $s.adminPort }}
+preStopSleepSeconds: {{ $s.preStopSleepSeconds }}
+drainTimeoutSeconds: {{ $s.drainTimeoutSeconds }}
+containers:
+  {{- include "redrive.sidecar.container" . | nindent 2 }}
+volumes:
+  {{- include "redrive.sidecar.volumes" . | nindent 2 }}
 {{- end }}

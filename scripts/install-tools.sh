@@ -59,6 +59,29 @@ install_promtool() {
 
 install_promtool
 
+# iptables (and iproute2's ip) for the transparent-interception test
+# (tests/integration/test_intercept_netns.py: a network namespace with redrive-intercept).
+# Installed only when missing; like promtool, from Debian.
+install_iptables() {
+    if command -v iptables >/dev/null 2>&1 && command -v ip >/dev/null 2>&1; then
+        echo "tools: $(iptables --version 2>&1 | head -n1)"
+        return 0
+    fi
+    command -v apt-get >/dev/null || {
+        echo "install-tools: iptables and ip are needed: install Debian's iptables and iproute2" >&2
+        return 1
+    }
+    local sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    local install=($sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y
+                   --no-install-recommends iptables iproute2)
+    echo "tools: installing Debian's iptables and iproute2"
+    "${install[@]}" || { $sudo apt-get update && "${install[@]}"; }
+    iptables --version >/dev/null
+}
+
+install_iptables
+
 verify() {
     "$BIN/helm" version --short >/dev/null 2>&1 && "$BIN/kubectl" version --client >/dev/null 2>&1
 }

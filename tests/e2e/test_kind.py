@@ -1,4 +1,5 @@
-"""In-cluster end-to-end test: capture, replay and dead-lettering on a live cluster.
+"""In-cluster end-to-end test: capture, replay and dead-lettering on a live cluster, and an
+unmodified third-party Deployment protected by the injector through one label.
 
 Opt-in (marker ``e2e``, deselected by default). It expects the chart deployed the way
 ``skaffold run`` deploys it on kind (Strimzi Kafka, the demo backend behind its sidecar,
@@ -43,6 +44,10 @@ CONTEXT = os.environ.get("REDRIVE_E2E_CONTEXT") or None
 REQUIRE = os.environ.get("REDRIVE_E2E_REQUIRE", "") not in ("", "0")
 FULLNAME = RELEASE if "redrive" in RELEASE else f"{RELEASE}-redrive"
 BACKEND, WORKER = f"{FULLNAME}-backend", f"{FULLNAME}-retry-worker"
+INJECTOR = f"{FULLNAME}-injector"
+# An off-the-shelf image, used as it is: httpbin answers /status/<code> with that code.
+THIRD_PARTY_IMAGE = os.environ.get("REDRIVE_E2E_THIRD_PARTY_IMAGE",
+                                   "docker.io/kennethreitz/httpbin:latest")
 BACKEND_PORT, SIDECAR_ADMIN_PORT, WORKER_ADMIN_PORT = 3000, 9901, 9902
 
 FAIL = {"mode": "status", "status": 503}
@@ -271,3 +276,66 @@ def test_requests_that_keep_failing_are_dead_lettered(recover_afterwards: Cluste
                  stderr=True, stdin=False, stdout=True, tty=False)
     for capture_id in ids:
         assert capture_id in out, f"{capture_id} not in `redrive dlq list`:\n{out[:2000]}"
+
+
+@pytest.fixture
+def labelled_namespace(deployed: Cluster) -> Iterator[str]:
+    """A namespace labelled redrive.io/inject=enabled; deleted afterwards."""
+    name = f"redrive-e2e-{uuid.uuid4().hex[:8]}"
+    deployed.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
+        name=name, labels={"redrive.io/inject": "enabled"})))
+    try:
+        yield name
+    finally:
+        deployed.core.delete_namespace(name)
+
+
+def test_an_unmodified_third_party_deployment_is_protected_by_the_label_alone(
+        deployed: Cluster, labelled_namespace: str) -> None:
+    """httpbin as anyone would deploy it (its own port 80, a Service on port 80) in a
+    namespace labelled redrive.io/inject=enabled: the injector adds the sidecar, and with
+    kind-values' iptables interception the unchanged Service reaches it."""
+    c, ns = deployed, labelled_namespace
+    wait_for("the injector to roll out", lambda: rolled_out(c, INJECTOR), timeout=300,
+             interval=5)
+    labels = {"app": "httpbin"}
+    c.apps.create_namespaced_deployment(ns, client.V1Deployment(
+        metadata=client.V1ObjectMeta(name="httpbin"),
+        spec=client.V1DeploymentSpec(
+            replicas=1, selector=client.V1LabelSelector(match_labels=labels),
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(labels=labels),
+                spec=client.V1PodSpec(containers=[client.V1Container(
+                    name="httpbin", image=THIRD_PARTY_IMAGE,
+                    ports=[client.V1ContainerPort(container_port=80)])])))))
+    c.core.create_namespaced_service(ns, client.V1Service(
+        metadata=client.V1ObjectMeta(name="httpbin"),
+        spec=client.V1ServiceSpec(selector=labels, ports=[client.V1ServicePort(
+            name="http", port=80, target_port=80)])))
+
+    def ready_pod() -> Any:
+        pods = c.core.list_namespaced_pod(ns, label_selector="app=httpbin").items
+        ready = [p for p in pods if any(cond.type == "Ready" and cond.status == "True"
+                                        for cond in p.status.conditions or [])]
+        return ready[0] if ready else None
+
+    pod = wait_for("the injected httpbin pod to be ready", ready_pod, timeout=300, interval=5)
+    assert pod.metadata.annotations["redrive.io/status"] == "injected"
+    assert pod.metadata.labels["redrive.io/sidecar"] == "true"
+    init = [ct.name for ct in pod.spec.init_containers or []]
+    assert init[:2] == ["redrive-intercept", "redrive-sidecar"]
+    assert [ct.name for ct in pod.spec.containers] == ["httpbin"], "the app is untouched"
+
+    def through_service(method: str, path: str) -> Response:
+        resource = f"/api/v1/namespaces/{ns}/services/httpbin:80/proxy/{path.lstrip('/')}"
+        m, url, hdrs, data, _ = c.api.param_serialize(
+            method, resource, header_params={"Accept": "*/*",
+                                             "Content-Type": "application/json"},
+            body={"order": 1} if method == "POST" else None, auth_settings=["BearerToken"])
+        resp = c.api.call_api(m, url, header_params=hdrs, body=data, _request_timeout=30)
+        return Response(resp.status, {k.lower(): v for k, v in resp.headers.items()},
+                        resp.read())
+
+    assert through_service("GET", "get").status == 200
+    # A failure through the unchanged Service is captured by the sidecar.
+    assert_captured(through_service("POST", "status/503"))

@@ -207,3 +207,16 @@ def test_the_packaged_default_template_is_the_charts() -> None:
         "injector/src/injector/default-template.json is out of date: "
         "run scripts/injector-template.py")
     assert Template.parse(default_template_text()).native is True
+
+
+def test_a_cluster_wide_default_intercept_needs_no_annotation_and_an_annotation_wins() -> None:
+    template = chart_template()
+    decision = review(admission_request(deployment_pod()), template, INJECTOR_NAMESPACE,
+                      default_intercept="iptables")
+    patched = jsonpatch.apply_patch(deployment_pod(), decision.patch)
+    assert patched["spec"]["initContainers"][0]["name"] == INTERCEPT_NAME
+    opted = deployment_pod(annotations={"redrive.io/intercept": "none"})
+    decision = review(admission_request(opted), template, INJECTOR_NAMESPACE,
+                      default_intercept="iptables")
+    patched = jsonpatch.apply_patch(opted, decision.patch)
+    assert [c["name"] for c in patched["spec"]["initContainers"]] == [SIDECAR_NAME]

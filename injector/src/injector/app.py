@@ -58,8 +58,9 @@ async def mutate(request: web.Request) -> web.Response:
         metrics.admissions.labels(outcome="error").inc()
         return web.json_response({"error": "expected an admission.k8s.io/v1 AdmissionReview"},
                                  status=400)
-    decision = review(req, request.app[TEMPLATE],
-                      request.app[SETTINGS].identity.namespace)
+    settings = request.app[SETTINGS]
+    decision = review(req, request.app[TEMPLATE], settings.identity.namespace,
+                      settings.injection.default_intercept)
     metrics.admissions.labels(outcome=decision.outcome).inc()
     meta = (req.get("object") or {}).get("metadata") or {}
     log.info("admission", extra={

@@ -58,8 +58,10 @@ def skip_reason(namespace: str, pod: dict[str, Any], own_namespace: str) -> str 
     return None
 
 
-def review(request: dict[str, Any], template: Template, own_namespace: str) -> Decision:
-    """Decide on one AdmissionReview ``request`` (admission.k8s.io/v1)."""
+def review(request: dict[str, Any], template: Template, own_namespace: str,
+           default_intercept: str = "none") -> Decision:
+    """Decide on one AdmissionReview ``request`` (admission.k8s.io/v1); pods without the
+    ``redrive.io/intercept`` annotation get ``default_intercept``."""
     if (request.get("kind") or {}).get("kind") != "Pod" or request.get("operation") not in (
             None, "CREATE"):
         return Decision(True, "skipped", "not a pod being created")
@@ -70,7 +72,8 @@ def review(request: dict[str, Any], template: Template, own_namespace: str) -> D
         return Decision(True, "skipped", reason)
     try:
         options = podopts.parse(pod, reserved_ports=(template.sidecar_port,
-                                                         template.admin_port))
+                                                         template.admin_port),
+                                default_intercept=default_intercept)
     except podopts.AnnotationError as exc:
         return Decision(False, "refused", f"Redrive cannot inject this pod: {exc}")
     return Decision(True, "injected", "", build_patch(pod, namespace, options, template))

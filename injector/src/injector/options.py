@@ -46,7 +46,8 @@ def first_container_port(pod: dict[str, Any]) -> int | None:
     return None
 
 
-def parse(pod: dict[str, Any], *, reserved_ports: tuple[int, ...]) -> PodOptions:
+def parse(pod: dict[str, Any], *, reserved_ports: tuple[int, ...],
+          default_intercept: str = "none") -> PodOptions:
     """The options of ``pod``; raises :class:`AnnotationError` naming every bad annotation."""
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     problems: list[str] = []
@@ -70,7 +71,7 @@ def parse(pod: dict[str, Any], *, reserved_ports: tuple[int, ...]) -> PodOptions
         problems.append(f"{UPSTREAM_PORT}: the app's first containerPort {port} is one of the "
                         "sidecar's own ports; set this annotation to the port the app serves")
 
-    intercept = str(annotations.get(INTERCEPT, "none")).strip()
+    intercept = str(annotations.get(INTERCEPT, default_intercept)).strip()
     if intercept not in INTERCEPT_MODES:
         bad(INTERCEPT, " or ".join(INTERCEPT_MODES))
 

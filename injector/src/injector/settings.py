@@ -47,6 +47,11 @@ class InjectionSettings:
     template_file: Path | None = None
     """The chart's injection template (``REDRIVE_INJECTOR_TEMPLATE_FILE``); unset uses the
     packaged default (the chart's defaults)."""
+    default_intercept: str = "none"
+    """``redrive.io/intercept`` of pods without the annotation
+    (``REDRIVE_INJECTOR_DEFAULT_INTERCEPT``): ``none`` (the Service targets the sidecar's
+    port; fits the ``restricted`` Pod Security level) or ``iptables`` (the label alone
+    protects an unmodified Deployment and Service; needs NET_ADMIN)."""
     native_sidecar: str = "auto"
     """``REDRIVE_INJECTOR_NATIVE_SIDECAR``: ``auto`` follows the template (the chart decides
     from the cluster's version), ``true``/``false`` force it."""
@@ -95,6 +100,8 @@ class Settings:
                     "/var/run/secrets/kubernetes.io/serviceaccount"))),
             injection=InjectionSettings(
                 template_file=Path(template) if template else None,
+                default_intercept=env.string("REDRIVE_INJECTOR_DEFAULT_INTERCEPT", "none",
+                                             choices=("none", "iptables")),
                 native_sidecar=env.string("REDRIVE_INJECTOR_NATIVE_SIDECAR", "auto",
                                           choices=NATIVE_MODES)),
             admin=AdminSettings.from_env(env, 9903),

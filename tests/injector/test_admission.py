@@ -220,3 +220,11 @@ def test_a_cluster_wide_default_intercept_needs_no_annotation_and_an_annotation_
                       default_intercept="iptables")
     patched = jsonpatch.apply_patch(opted, decision.patch)
     assert [c["name"] for c in patched["spec"]["initContainers"]] == [SIDECAR_NAME]
+
+
+def test_an_injector_only_release_still_points_sidecars_at_their_own_worker() -> None:
+    template = chart_template("1.33.0", "retryWorker.enabled=false", "backend.enabled=false")
+    patched, _ = inject(deployment_pod("orders"), template=template)
+    env = env_map(sidecars(patched)[0])
+    assert env["REDRIVE_STATUS_URL"]["value"] == \
+        "http://orders-redrive-retry-worker-status.shop.svc:9080"

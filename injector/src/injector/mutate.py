@@ -126,13 +126,13 @@ def sidecar_for(pod: dict[str, Any], namespace: str, options: podopts.PodOptions
                 .split(",") if p]
     excluded += [p for p in probe_paths(pod) if p not in excluded]
     _set_env(container, "REDRIVE_CAPTURE_EXCLUDE_PATHS", ",".join(excluded))
-    status_url = _env_value(container, "REDRIVE_STATUS_URL")
-    if status_url:
-        # The worker of a release named like the service, in the service's namespace.
-        port = status_url.rsplit(":", 1)[-1].rstrip("/")
-        _set_env(container, "REDRIVE_STATUS_URL",
-                 f"http://{naming.release_fullname(service)}-retry-worker-status."
-                 f"{namespace}.svc:{port}")
+    # The status API of this service's own worker: a release named like the service, in
+    # the service's namespace (the template's port, else the worker's default 9080).
+    status_url = _env_value(container, "REDRIVE_STATUS_URL") or ""
+    port = status_url.rsplit(":", 1)[-1].rstrip("/") if status_url.count(":") == 2 else "9080"
+    _set_env(container, "REDRIVE_STATUS_URL",
+             f"http://{naming.release_fullname(service)}-retry-worker-status."
+             f"{namespace}.svc:{port}")
     return container
 
 

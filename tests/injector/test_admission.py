@@ -10,10 +10,11 @@ from typing import Any
 
 import jsonpatch
 import pytest
+import yaml
 
 from injector.mutate import INTERCEPT_NAME, review
 from injector.template import SIDECAR_NAME, Template, default_template_text
-from tests.chart.chartlib import SUPPORTED_KUBE_VERSIONS, env_map, validate_k8s
+from tests.chart.chartlib import CHART, SUPPORTED_KUBE_VERSIONS, env_map, helm, validate_k8s
 from tests.injector.support import (
     INJECTOR_NAMESPACE,
     admission_request,
@@ -228,3 +229,24 @@ def test_an_injector_only_release_still_points_sidecars_at_their_own_worker() ->
     env = env_map(sidecars(patched)[0])
     assert env["REDRIVE_STATUS_URL"]["value"] == \
         "http://orders-redrive-retry-worker-status.shop.svc:9080"
+
+
+def test_the_charts_pod_monitor_scrapes_injected_pods_on_a_declared_port() -> None:
+    # Monitors need the monitoring.coreos.com/v1 API announced to helm template.
+    out = helm("template", "redrive", str(CHART), "--namespace", INJECTOR_NAMESPACE,
+               "--api-versions", "monitoring.coreos.com/v1", "--set", "injector.enabled=true",
+               "--set", "monitoring.podMonitor.enabled=true",
+               "--set", "monitoring.serviceMonitor.enabled=true")
+    docs = tuple(d for d in yaml.safe_load_all(out) if d)
+    [pod_monitor] = [d for d in docs if d["kind"] == "PodMonitor"]
+    [service_monitor] = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    patched, _ = inject(deployment_pod())
+    labels = patched["metadata"]["labels"]
+    assert pod_monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pod_monitor["spec"]["namespaceSelector"] == {"any": True}
+    port = pod_monitor["spec"]["podMetricsEndpoints"][0]["portNumber"]
+    declared = {p["containerPort"] for c in sidecars(patched) for p in c["ports"]}
+    assert port in declared
+    # The ServiceMonitor selects Services by the release's labels, which an injected pod's
+    # Services never carry: one scrape path per target.
+    assert not service_monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()

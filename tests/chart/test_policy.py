@@ -487,6 +487,15 @@ def test_the_service_monitor_scrapes_both_admin_services() -> None:
     assert pod_monitor["spec"]["selector"]["matchLabels"] == {"redrive.io/sidecar": "true"}
 
 
+@pytest.mark.parametrize("case", ALL_CASES)
+def test_network_policies_name_ports_by_number(case: str) -> None:
+    for policy in render(case).of_kind("NetworkPolicy"):
+        for direction in ("ingress", "egress"):
+            for rule in policy["spec"].get(direction, []):
+                for port in rule.get("ports", []):
+                    assert isinstance(port["port"], int), (policy["metadata"]["name"], port)
+
+
 @pytest.mark.parametrize("case", ["monitoring", "kind"])
 def test_no_pod_is_scraped_twice(case: str) -> None:
     """Each pod is reached by at most one monitor: the ServiceMonitor through its admin

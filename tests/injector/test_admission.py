@@ -250,3 +250,42 @@ def test_the_charts_pod_monitor_scrapes_injected_pods_on_a_declared_port() -> No
     # The ServiceMonitor selects Services by the release's labels, which an injected pod's
     # Services never carry: one scrape path per target.
     assert not service_monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+# The Pod Security Standards' container rules that concern what the injector adds
+# (https://kubernetes.io/docs/concepts/security/pod-security-standards/).
+BASELINE_CAPABILITIES = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL",
+                         "MKNOD", "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP",
+                         "SETUID", "SYS_CHROOT"}
+
+
+def restricted_problems(container: dict[str, Any]) -> list[str]:
+    sc = container.get("securityContext") or {}
+    problems = []
+    if sc.get("allowPrivilegeEscalation") is not False:
+        problems.append("allowPrivilegeEscalation")
+    if sc.get("runAsNonRoot") is not True or sc.get("runAsUser") == 0:
+        problems.append("runAsNonRoot")
+    if "ALL" not in (sc.get("capabilities") or {}).get("drop", []):
+        problems.append("drop ALL")
+    if set((sc.get("capabilities") or {}).get("add", [])) - {"NET_BIND_SERVICE"}:
+        problems.append("added capabilities")
+    if (sc.get("seccompProfile") or {}).get("type") not in ("RuntimeDefault", "Localhost"):
+        problems.append("seccompProfile")
+    return problems
+
+
+def test_the_default_mode_meets_the_restricted_pod_security_level() -> None:
+    patched, _ = inject(deployment_pod())
+    [sidecar] = sidecars(patched)
+    assert restricted_problems(sidecar) == []
+    assert all("hostPath" not in v for v in patched["spec"]["volumes"])
+
+
+def test_iptables_mode_needs_the_privileged_level() -> None:
+    patched, _ = inject(deployment_pod(annotations={"redrive.io/intercept": "iptables"}))
+    intercept = patched["spec"]["initContainers"][0]
+    assert "added capabilities" in restricted_problems(intercept)
+    added = set(intercept["securityContext"]["capabilities"]["add"])
+    assert added - BASELINE_CAPABILITIES == {"NET_ADMIN", "NET_RAW"} - BASELINE_CAPABILITIES
+    assert "NET_ADMIN" not in BASELINE_CAPABILITIES, "baseline does not allow it either"

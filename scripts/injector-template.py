@@ -3,8 +3,9 @@
 
 The packaged default is the chart's injection ConfigMap rendered with the chart's
 defaults (release ``redrive`` in namespace ``redrive``), so ``python -m injector`` without
-a template file injects exactly what the chart would. tests/injector/test_template.py runs
-``--check`` semantics on every test run.
+a template file injects exactly what the chart would.
+tests/injector/test_admission.py::test_the_packaged_default_template_is_the_charts fails
+when it is out of date.
 """
 
 from __future__ import annotations

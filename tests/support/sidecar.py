@@ -49,6 +49,9 @@ def start_sidecar(*, bootstrap: str, topic: str, upstream: str,
         "REDRIVE_LISTEN_PORT": str(port),
         "REDRIVE_ADMIN_PORT": str(admin),
         "REDRIVE_DRAIN_TIMEOUT_SECONDS": "5",
+        # Tests written before the capture policy send failing GETs and expect captures;
+        # the policy's own tests (test_capture_policy.py) set the variable themselves.
+        "REDRIVE_CAPTURE_METHODS": "GET,HEAD,OPTIONS,POST,PUT,PATCH,DELETE",
         "POD_NAME": "sidecar-test-0",
         "POD_NAMESPACE": "tests",
     }

@@ -7,13 +7,21 @@ Configure once with :func:`configure`; every module then uses
 
 Fields bound with :func:`bind` (a context variable) are added to every line logged in
 that task, like kopf's object loggers. Never pass bodies or credentials as fields.
+
+Logging never blocks the event loop: the root logger's only handler puts records on a
+queue (``logging.handlers.QueueHandler``), and a ``QueueListener`` thread formats them
+and writes to stdout, so a slow or full stdout pipe stalls that thread, not the proxy.
+:func:`shutdown` (also run at exit) writes what is still queued.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import json
 import logging
+import logging.handlers
+import queue
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -65,6 +73,8 @@ class JsonFormatter(logging.Formatter):
         out.update(_fields(record))
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            out["exception"] = record.exc_text
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
@@ -79,22 +89,68 @@ class TextFormatter(logging.Formatter):
             line += " " + fields
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
+        elif record.exc_text:
+            line += "\n" + record.exc_text
         return line
 
 
+class _QueueHandler(logging.handlers.QueueHandler):
+    """Hands records to the listener thread with what only the emitting thread knows:
+    the bound context fields, the formatted message and the traceback text."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        attrs = record.__dict__
+        for key, value in _CONTEXT.get().items():
+            attrs.setdefault(key, value)
+        record.msg = record.getMessage()
+        record.args = None
+        if record.exc_info:
+            record.exc_text = _EXC_FORMATTER.formatException(record.exc_info)
+            record.exc_info = None
+        return record
+
+
+_EXC_FORMATTER = logging.Formatter()
+_listener: logging.handlers.QueueListener | None = None
+
+
 def configure(level: str = "info", fmt: str = "json", stream: IO[str] | None = None) -> None:
-    """Install one stdout handler on the root logger. Safe to call more than once."""
+    """Install the queue handler on the root logger and start the thread that writes to
+    ``stream`` (stdout). Safe to call more than once."""
+    global _listener  # noqa: PLW0603 - one listener per process
+    shutdown()
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(handler)
+    root.addHandler(_QueueHandler(records))
     root.setLevel(level.upper())
+    _listener = logging.handlers.QueueListener(records, handler)
+    _listener.start()
     # aiokafka logs every failed reconnect at ERROR with a traceback; our own code reports
     # Kafka health once per state change, so keep the library to real warnings.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
+
+
+def shutdown() -> None:
+    """Write every queued record and stop the writer thread (safe to call twice)."""
+    global _listener  # noqa: PLW0603 - one listener per process
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
+
+
+def flush() -> None:
+    """Block until every record logged so far is written (tests, and before exiting)."""
+    if _listener is not None:
+        _listener.stop()
+        _listener.start()
+
+
+atexit.register(shutdown)
 
 
 @contextmanager

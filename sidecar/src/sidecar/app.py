@@ -127,11 +127,13 @@ class Sidecar:
             self._fatal = name
         self.stop(f"background task {name} died")
 
-    async def serve(self) -> int:
-        """Run until a signal or a dead background task; returns the exit code (0 after a
-        signal and a clean drain, 1 when a background task died)."""
+    async def serve(self, *, handle_signals: bool = True) -> int:
+        """Run until a signal (or :meth:`stop`) or a dead background task; returns the exit
+        code (0 after a signal and a clean drain, 1 when a background task died).
+        Embedders and tests pass ``handle_signals=False`` and call :meth:`stop`."""
         loop = asyncio.get_running_loop()
-        for sig in SIGNALS:
+        signals = SIGNALS if handle_signals else ()
+        for sig in signals:
             loop.add_signal_handler(sig, self._on_signal, sig)
         remove_death_handler = runtime.on_task_death(self._on_task_death)
         try:
@@ -141,7 +143,7 @@ class Sidecar:
                 await self._drain()
         finally:
             remove_death_handler()
-            for sig in SIGNALS:
+            for sig in signals:
                 loop.remove_signal_handler(sig)
                 # A supervisor that signals again while the loop closes finds us finishing.
                 signal.signal(sig, signal.SIG_IGN)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextvars
+import copy
 import json
 import logging
 import logging.handlers
@@ -99,6 +100,8 @@ class _QueueHandler(logging.handlers.QueueHandler):
     the bound context fields, the formatted message and the traceback text."""
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # A copy: other handlers (pytest's, say) see the record as it was logged.
+        record = copy.copy(record)
         attrs = record.__dict__
         for key, value in _CONTEXT.get().items():
             attrs.setdefault(key, value)

@@ -23,8 +23,8 @@ def tune_gc() -> None:
     ``gc.freeze`` moves every object alive now (modules, classes, the app) to a permanent
     generation that collections never scan again, so a full collection walks only what
     the traffic allocated. Without it, the occasional full collection over the whole
-    start-up heap was the tail of the capture path's latency (p99 24-28 ms against 15 ms
-    with it, p90 unchanged, at 64 connections in the spool benchmark).
+    start-up heap was the tail of the capture path's latency (see the benchmark notes in
+    CHANGELOG.md).
     """
     gc.collect()
     gc.freeze()

@@ -59,7 +59,11 @@ def main() -> None:
     log.info("sidecar starting", extra={"settings": effective_settings(settings)})
     sidecar = Sidecar(settings, spool=spool, quarantined_bytes=quarantined)
     runtime.tune_gc()
-    code = asyncio.run(sidecar.serve())
+    try:
+        code = asyncio.run(sidecar.serve())
+    except OSError as exc:  # a port taken, an address not on this host
+        log.error("sidecar failed", extra={"error": str(exc)})
+        code = 1
     log.info("sidecar stopped", extra={"exit_code": code})
     logs.shutdown()
     raise SystemExit(code)

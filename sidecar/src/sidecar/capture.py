@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,7 +37,6 @@ class SpoolSink(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Captured:
-    request: RequestInfo
     record_id: str
     result: str
     """``published``, ``spooled`` or ``lost``."""
@@ -121,7 +120,7 @@ class Capturer:
             "capture_id": record.id, "kind": failure.kind, "status": failure.status,
             "method": record.method, "path": record.path, "body_bytes": len(record.body),
             "result": result, "duration_seconds": round(time.perf_counter() - started, 6)})
-        return Captured(request=req, record_id=record.id, result=result)
+        return Captured(record_id=record.id, result=result)
 
     async def _park(self, key: bytes, value: bytes,
                     headers: Sequence[tuple[str, bytes]]) -> str:
@@ -152,5 +151,3 @@ class Capturer:
             return "lost"
         return "spooled"
 
-
-SpoolDrain = Callable[[], Awaitable[int]]

@@ -5,7 +5,8 @@ the one ``sidecar.upstream`` parses responses with), this module frames, times a
 answers. llhttp refuses most request-smuggling shapes on its own: Content-Length beside
 Transfer-Encoding, duplicate or signed Content-Length, obfuscated or repeated
 Transfer-Encoding, bare CR or LF, NUL and control bytes, invalid methods and targets,
-obsolete line folding. What it leaves to us, and this module adds:
+obsolete line folding. What it leaves to us, and this module adds (the pure checks and
+the error answers live in ``sidecar.guards``):
 
 - Messages it parses but a reverse proxy must not pass on: versions other than HTTP/1.0
   and 1.1 (505), ``CONNECT`` (405), request targets that are neither origin-form
@@ -38,130 +39,42 @@ import asyncio
 import http
 import json
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import httptools
-from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, InvalidHeader, LineTooLong
+from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, LineTooLong
 from multidict import CIMultiDict
+
+from sidecar.guards import (
+    TOO_MANY_HEADERS,
+    HttpVersion10,
+    HttpVersion11,
+    LogBudget,
+    Refused,
+    check_framing,
+    check_host,
+    check_message,
+    classify,
+    parse_error,
+)
+
+# The names tests/unit/test_http_guard.py has always imported from here.
+_classify = classify
+__all__ = ["FrontDoor", "Limits", "Refused", "Request", "Response", "check_message",
+           "json_response"]
 
 log = logging.getLogger("sidecar.http")
 access_log = logging.getLogger("sidecar.access")
 
-HttpVersion10 = (1, 0)
-HttpVersion11 = (1, 1)
-
-_ABSOLUTE_FORM = re.compile(r"(?i)^https?://[^/?#@\s]+(?:[/?#]|$)")
-_TOO_MANY_HEADERS = "Too many headers received"
 _REASONS = {s.value: s.phrase for s in http.HTTPStatus}
 # Pipelined requests parsed ahead of the one being answered; past it, reading pauses.
 _MAX_QUEUED = 8
 _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 4 * 1024 * 1024
-
-
-class Refused(Exception):
-    """A parsed request the proxy will not handle: status, error code, message."""
-
-    def __init__(self, status: int, error: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error = error
-        self.message = message
-
-
-class Head(Protocol):
-    """What :func:`check_message` reads of a parsed request head."""
-
-    @property
-    def method(self) -> str: ...
-    @property
-    def path(self) -> str: ...
-    @property
-    def version(self) -> tuple[int, int]: ...
-    @property
-    def headers(self) -> CIMultiDict[str]: ...
-
-
-def check_message(msg: Head) -> Refused | None:
-    """Why a request parsed by llhttp must still be refused, or None."""
-    if msg.version not in (HttpVersion10, HttpVersion11):
-        return Refused(505, "http_version_not_supported",
-                       "only HTTP/1.0 and HTTP/1.1 are served on this port")
-    if msg.method == "CONNECT":
-        return Refused(405, "method_not_allowed", "CONNECT is not supported by this proxy")
-    target = msg.path
-    if not target.startswith("/") and _ABSOLUTE_FORM.match(target) is None:
-        return Refused(400, "bad_request_target",
-                       "the request target must be a path (/...) or an absolute http(s) URL")
-    codings = msg.headers.getall("Transfer-Encoding", ())
-    if codings:
-        if msg.version == HttpVersion10:
-            return Refused(400, "bad_request", "Transfer-Encoding is not valid in HTTP/1.0")
-        if ",".join(codings).strip().lower() != "chunked":
-            return Refused(501, "unsupported_transfer_coding",
-                           "only the chunked transfer coding is supported")
-    return None
-
-
-def _check_framing(msg: Head) -> Refused | None:
-    """RFC 9112 §6.3: a request whose final transfer coding is not chunked has no
-    knowable length (400); llhttp refuses it too, but only after the head."""
-    codings = msg.headers.getall("Transfer-Encoding", ())
-    if codings and msg.version == HttpVersion11 \
-            and ",".join(codings).rsplit(",", 1)[-1].strip().lower() != "chunked":
-        return Refused(400, "bad_request",
-                       "malformed HTTP request: the final transfer coding is not chunked")
-    return None
-
-
-def _check_host(msg: Head) -> Refused | None:
-    hosts = len(msg.headers.getall("Host", ()))
-    if hosts > 1 or (hosts == 0 and msg.version == HttpVersion11):
-        return Refused(400, "bad_request", "an HTTP/1.1 request needs exactly one Host header")
-    return None
-
-
-def _parser_reason(exc: BaseException | None) -> str | None:
-    """The parser's reason for an error ("Duplicate Content-Length"), never the bytes
-    around it (aiohttp's parser appends them after a blank line)."""
-    if not isinstance(exc, BadHttpMessage) or isinstance(exc, (InvalidHeader, LineTooLong)):
-        return None
-    head = " ".join(exc.message.split(":\n\n", 1)[0].split())
-    if not head or "b'" in head or 'b"' in head or "bytearray(" in head or len(head) > 120:
-        return None
-    return head
-
-
-def _classify(status: int, exc: BaseException | None) -> tuple[int, str, str]:
-    """(status, error code, message) for a request refused before or by the handler."""
-    if isinstance(exc, Refused):
-        return exc.status, exc.error, exc.message
-    if isinstance(exc, LineTooLong) or (
-            isinstance(exc, BadHttpMessage) and exc.message == _TOO_MANY_HEADERS):
-        return (431, "request_header_fields_too_large",
-                "the request line, a header field or the number of headers is over the limit")
-    if status == 400:
-        detail = _parser_reason(exc)
-        return 400, "bad_request", f"malformed HTTP request: {detail}" if detail else \
-            "malformed HTTP request"
-    if status == 504:
-        return 504, "gateway_timeout", "the request took too long"
-    return 500, "internal_error", "the proxy failed to handle the request"
-
-
-def _parse_error(exc: Exception) -> BaseException:
-    """An httptools error as the parse error it stands for (aiohttp's exception types,
-    which ``_classify`` understands); a callback's own exception as itself."""
-    if isinstance(exc, httptools.HttpParserCallbackError) and exc.__context__ is not None:
-        return exc.__context__
-    if isinstance(exc, httptools.HttpParserInvalidMethodError):
-        return BadHttpMethod("", "Invalid method encountered")
-    return BadHttpMessage(str(exc))
 
 
 class Request:
@@ -232,26 +145,6 @@ class Limits:
     """Seconds an idle keep-alive connection is kept open."""
 
 
-class _LogBudget:
-    def __init__(self, per_second: int) -> None:
-        self.per_second = per_second
-        self.window = 0
-        self.used = 0
-        self.suppressed = 0
-
-    def take(self) -> tuple[bool, int]:
-        """(may log, lines suppressed since the last logged one)."""
-        now = int(time.monotonic())
-        if now != self.window:
-            self.window, self.used = now, 0
-        if self.used >= self.per_second:
-            self.suppressed += 1
-            return False, 0
-        self.used += 1
-        suppressed, self.suppressed = self.suppressed, 0
-        return True, suppressed
-
-
 class FrontDoor:
     """The listening server: makes a :class:`_Connection` per client, stops accepting and
     drains on :meth:`shutdown`."""
@@ -263,7 +156,7 @@ class FrontDoor:
         self.limits = limits
         self.on_refused = on_refused
         self.access_log = access_log
-        self.budget = _LogBudget(log_per_second)
+        self.budget = LogBudget(log_per_second)
         self.closing = False
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
@@ -404,7 +297,7 @@ class _Connection(asyncio.Protocol):
                 if isinstance(last, Request):
                     last.keep_alive = False
         except Exception as exc:
-            self._error(_parse_error(exc))
+            self._error(parse_error(exc))
             return
         if self._in_message and not self._head_done:
             self._head_size += len(data)
@@ -431,7 +324,7 @@ class _Connection(asyncio.Protocol):
         if len(name) + len(value) + 2 > self._limits.max_header_bytes:
             raise LineTooLong("header field", self._limits.max_header_bytes)
         if len(self._headers) >= self._limits.max_headers:
-            raise BadHttpMessage(_TOO_MANY_HEADERS)
+            raise BadHttpMessage(TOO_MANY_HEADERS)
         self._headers.append((name.decode("latin-1"),
                               value.decode("utf-8", "surrogateescape")))
 
@@ -443,8 +336,8 @@ class _Connection(asyncio.Protocol):
         request = Request(parser.get_method().decode("ascii", "replace"),
                           self._url.decode("utf-8", "surrogateescape"), version,
                           self._headers, self._remote, parser.should_keep_alive())
-        refused = (_check_framing(request) or check_message(request)
-                   or _check_host(request))
+        refused = (check_framing(request) or check_message(request)
+                   or check_host(request))
         if refused is not None:
             raise refused
         length = request.headers.get("Content-Length")
@@ -530,7 +423,7 @@ class _Connection(asyncio.Protocol):
             response = await self._door.handler(request)
         except Exception as exc:
             log.error("proxy handler failed", exc_info=exc)
-            status, error, text = _classify(500, exc)
+            status, error, text = classify(500, exc)
             response = json_response(status, {"error": error, "message": text}, close=True)
         if self._closed or self._transport is None or self._transport.is_closing():
             return False
@@ -602,7 +495,7 @@ class _Connection(asyncio.Protocol):
 
     def _refuse(self, exc: BaseException) -> None:
         """Answer a request refused before the handler, then close (lingering)."""
-        status, error, text = _classify(400, exc)
+        status, error, text = classify(400, exc)
         self._door.on_refused(status)
         quiet = self._served == 0 and isinstance(exc, BadHttpMethod)
         self._log_refusal(status, error, text, exc, debug=quiet)

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from tests.support.kafka import Broker, read_topic, unique_topic
 from tests.support.servers import serve
-from tests.support.sidecar import Sidecar, start_sidecar
+from tests.support.sidecar import Sidecar, start_sidecar, wait_for_log
 
 H = b"Host: app\r\n"
 
@@ -136,3 +136,20 @@ async def test_a_client_that_leaves_mid_capture_still_gets_its_request_saved(
             sc.process.stop()
     [(_, value, _)] = records
     assert json.loads(value)["idempotency_key"] == "leaver-1"
+
+
+def test_the_access_log_has_method_path_without_query_and_status(
+        broker: Broker, echo_upstream: str) -> None:
+    sc = start_sidecar(bootstrap=broker.bootstrap, topic=unique_topic("access"),
+                       upstream=echo_upstream, env={"REDRIVE_ACCESS_LOG": "true"})
+    try:
+        with connect(sc) as s:
+            s.sendall(b"GET /echo/acc?token=s3cret HTTP/1.1\r\n" + H
+                      + b"Connection: close\r\n\r\n")
+            [(status, _, _)] = read_responses(s, 1)
+        assert status == 200
+        line = wait_for_log(sc, "request")
+    finally:
+        sc.process.stop()
+    assert (line["method"], line["path"], line["status"]) == ("GET", "/echo/acc", 200)
+    assert "s3cret" not in sc.process.output()

@@ -72,3 +72,29 @@ async def test_a_background_task_that_dies_stops_the_sidecar_with_exit_code_1(
     runtime.supervise(asyncio.create_task(broken()), "kafka-send")
     assert await asyncio.wait_for(serving, 20) == 1
     assert sidecar.state.readiness().ready is False
+
+
+async def test_requests_past_the_drain_timeout_are_cut_and_the_sidecar_still_exits(
+        broker: Broker, echo_upstream: str) -> None:
+    sc = start_sidecar(bootstrap=broker.bootstrap, topic=unique_topic("cut"),
+                       upstream=echo_upstream, env={"REDRIVE_DRAIN_TIMEOUT_SECONDS": "1"})
+    try:
+        async with aiohttp.ClientSession() as s:
+            async def slow() -> int:
+                async with s.get(sc.url + "/slow?seconds=20") as r:
+                    return r.status
+
+            task = asyncio.create_task(slow())
+            await asyncio.sleep(0.5)
+            started = time.monotonic()
+            sc.process.signal(signal.SIGTERM)
+            code = await asyncio.to_thread(sc.process.wait, 15)
+            stopped_after = time.monotonic() - started
+            result = await asyncio.gather(task, return_exceptions=True)
+    finally:
+        sc.process.stop()
+    assert code == 0
+    assert stopped_after < 10  # the drain timeout (1 s) plus the flush, not the 20 s request
+    assert isinstance(result[0], aiohttp.ClientError)  # cut, never a made-up answer
+    assert "drain timeout: cutting requests still in progress" in \
+        [e["message"] for e in sc.logs()]

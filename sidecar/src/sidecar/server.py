@@ -185,8 +185,11 @@ class FrontDoor:
         except TimeoutError:
             log.warning("drain timeout: cutting requests still in progress",
                         extra={"connections": len(self._connections)})
-        for conn in list(self._connections):
-            conn.abort()
+        cut = [task for conn in list(self._connections) if (task := conn.cut()) is not None]
+        if cut:
+            # Handlers past the drain timeout are cancelled (their captures are not made
+            # safe, and their clients got no answer), as aiohttp's shutdown did.
+            await asyncio.wait(cut, timeout=5.0)
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -607,6 +610,14 @@ class _Connection(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None and not self._closed:
             self._transport.abort()
+
+    def cut(self) -> asyncio.Task[None] | None:
+        """Abort the connection and cancel its handler; the task, if one was running."""
+        task = self._task
+        if task is not None:
+            task.cancel()
+        self.abort()
+        return task
 
 
 async def _close_stream(stream: AsyncIterator[bytes]) -> None:

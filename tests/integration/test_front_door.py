@@ -153,3 +153,18 @@ def test_the_access_log_has_method_path_without_query_and_status(
         sc.process.stop()
     assert (line["method"], line["path"], line["status"]) == ("GET", "/echo/acc", 200)
     assert "s3cret" not in sc.process.output()
+
+
+def test_a_header_line_that_never_ends_is_refused_431_not_buffered_forever(
+        proxy: Sidecar) -> None:
+    with connect(proxy) as s:
+        s.sendall(b"GET /echo/x HTTP/1.1\r\n" + H + b"X-Endless: ")
+        got = b""
+        try:
+            for _ in range(64):  # up to 4 MiB, never a CRLF
+                s.sendall(b"a" * 65536)
+        except OSError:
+            pass  # refused and closed while we were still sending
+        while chunk := s.recv(65536):
+            got += chunk
+    assert got.startswith(b"HTTP/1.1 431 "), got[:100]

@@ -75,6 +75,7 @@ _REASONS = {s.value: s.phrase for s in http.HTTPStatus}
 _MAX_QUEUED = 8
 _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 4 * 1024 * 1024
+_READ_SLACK = 256 * 1024  # the most asyncio's selector transports read at once
 
 
 class Request:
@@ -224,6 +225,8 @@ class _Connection(asyncio.Protocol):
         self._limits = door.limits
         self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpRequestParser(self)
+        self._max_head = (self._limits.max_header_bytes * (self._limits.max_headers + 1)
+                          + _READ_SLACK)
         self._transport: asyncio.Transport | None = None
         self._remote: str | None = None
         self._queue: deque[Request | BaseException] = deque()
@@ -303,8 +306,11 @@ class _Connection(asyncio.Protocol):
             self._error(parse_error(exc))
             return
         if self._in_message and not self._head_done:
+            # httptools buffers a header line until it ends: bound what an unfinished head
+            # may hold. The chunk a head began in may also hold the previous request's
+            # body, hence one read's worth of slack.
             self._head_size += len(data)
-            if self._head_size > self._limits.max_header_bytes * (self._limits.max_headers + 1):
+            if self._head_size > self._max_head:
                 self._error(LineTooLong("request head", self._limits.max_header_bytes))
                 return
         self._set_phase()

@@ -8,11 +8,19 @@ Rows (each the median of --runs runs of --duration seconds, 64 connections):
                                afterwards the topic is read and compared with the
                                sidecar's count of acknowledged captures
   1-connection p50             added latency, sidecar vs direct
-The proxy under test and nginx are pinned to CPU 0 and wrk to CPU 1 (when taskset and
-two CPUs exist), as in the targets of the issue. Numbers vary with the machine's load:
-compare rows of the same run, not runs of different days.
+and the rows under the conditions of issue 12 ("JSON" rows): a 1 KiB JSON body and a
+handful of ordinary headers (Accept, User-Agent, X-Request-Id, Accept-Encoding):
+  minimal aiohttp proxy / sidecar  GET and POST pass-through
+  minimal proxy, 502 passed on     the app answers 502; the baseline of the capture path
+  sidecar capture path             the same 502 captured: answered after Kafka's ack
+  sidecar spool path               the app and Kafka down: fsync'd before each answer
+The proxy under test and nginx are pinned to CPU 0; wrk and the Kafka-protocol broker to
+CPU 1 (when taskset and two CPUs exist), as in the issue's conditions. The rows run in
+interleaved rounds (each round runs every row once; a row's result is the median over
+the rounds), so a change in the machine's load hits every row alike. Numbers vary with
+the machine's load: compare rows and ratios of the same run, not runs of different days.
 
-    python bench/proxy_bench.py [--duration 10] [--runs 3] [--connections 64]
+    python bench/proxy_bench.py [--duration 10] [--runs 3] [--connections 64] [--rows all|json]
 """
 
 from __future__ import annotations
@@ -33,11 +41,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support.kafka import read_topic, start_broker, unique_topic  # noqa: E402
+from redrive.localbroker import broker_command  # noqa: E402
+from tests.support.kafka import read_topic, unique_topic  # noqa: E402
 from tests.support.metrics import scrape  # noqa: E402
 from tests.support.procs import Process, free_port, wait_for_port  # noqa: E402
 
-PAYLOAD = "x" * 1024
+JSON_BODY = '{"name": "' + "x" * 1012 + '"}'  # 1 KiB
+ORDINARY_HEADERS = {"Accept": "application/json", "User-Agent": "bench/1.0",
+                    "X-Request-Id": "3f1c0e7a-5d2b-4c1e-9a57-0b8e2f6d4c11",
+                    "Accept-Encoding": "gzip, deflate"}
 
 
 @dataclass
@@ -63,13 +75,30 @@ def parse_latency(text: str, pct: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
-def wrk(url: str, *, duration: int, connections: int, post: bool, tmp: Path) -> Result:
-    args = [*pin(1), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+def lua_script(tmp: Path, name: str, *, post: bool, json: bool) -> Path:
+    lines = []
     if post:
-        script = tmp / "post.lua"
-        script.write_text('wrk.method = "POST"\nwrk.body = string.rep("x", 1024)\n'
-                          'wrk.headers["Content-Type"] = "application/octet-stream"\n')
-        args += ["-s", str(script)]
+        lines.append('wrk.method = "POST"')
+        if json:
+            assert len(JSON_BODY) == 1024
+            lines.append(f"wrk.body = '{JSON_BODY}'")
+            lines.append('wrk.headers["Content-Type"] = "application/json"')
+        else:
+            lines.append('wrk.body = string.rep("x", 1024)')
+            lines.append('wrk.headers["Content-Type"] = "application/octet-stream"')
+    if json:
+        lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in ORDINARY_HEADERS.items()]
+    script = tmp / f"{name}.lua"
+    script.write_text("\n".join(lines) + "\n")
+    return script
+
+
+def wrk(url: str, *, duration: int, connections: int, post: bool, tmp: Path,
+        json: bool = False) -> Result:
+    args = [*pin(1), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if post or json:
+        name = ("post" if post else "get") + ("-json" if json else "")
+        args += ["-s", str(lua_script(tmp, name, post=post, json=json))]
     out = subprocess.run([*args, url], capture_output=True, text=True, timeout=duration + 60,
                          check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -102,6 +131,7 @@ http {{
   client_body_buffer_size 64k;
   server {{
     listen 127.0.0.1:{port};
+    location /fail {{ default_type application/json; return 502 '{{"error":"bad gateway"}}'; }}
     location / {{ default_type application/json; return 200 '{{"status":"ok"}}'; }}
   }}
 }}
@@ -120,12 +150,23 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+@dataclass
+class Row:
+    label: str
+    url: str
+    post: bool
+    json: bool = False
+    connections: int | None = None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--rows", choices=("all", "json"), default="all",
+                    help="json: only the rows under the issue's conditions")
     args = ap.parse_args()
     for tool in ("wrk", "nginx"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
@@ -134,8 +175,12 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="redrive-bench-"))
     procs: list[Process] = []
     try:
-        broker = start_broker()
-        procs.append(broker.process)
+        # The broker shares the load generator's core, as in the issue's conditions.
+        broker_port = free_port()
+        broker = Process([*pin(1), *broker_command("127.0.0.1", broker_port)], name="tansu")
+        procs.append(broker)
+        wait_for_port(broker_port, timeout=15)
+        bootstrap = f"127.0.0.1:{broker_port}"
         nginx_port, base_port, sc_port, sc_admin = (free_port() for _ in range(4))
         down_port, down_admin = free_port(), free_port()
         spool_port, spool_admin = free_port(), free_port()
@@ -144,15 +189,16 @@ def main() -> None:
                               str(base_port), f"http://127.0.0.1:{nginx_port}"],
                              name="minimal-proxy"))
         topic = unique_topic("bench")
-        common = {"REDRIVE_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "REDRIVE_TOPIC": topic,
+        common = {"REDRIVE_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "REDRIVE_TOPIC": topic,
                   "REDRIVE_LISTEN_HOST": "127.0.0.1", "REDRIVE_ADMIN_HOST": "127.0.0.1",
                   "REDRIVE_LOG_LEVEL": "warning"}
+        # In front of nginx: pass-through, and /fail (502) for the capture path.
         sidecar = Process([*pin(0), sys.executable, "-m", "sidecar"], name="sidecar", env={
             **common, "REDRIVE_LISTEN_PORT": str(sc_port), "REDRIVE_ADMIN_PORT": str(sc_admin),
             "REDRIVE_UPSTREAM_URL": f"http://127.0.0.1:{nginx_port}"})
         procs.append(sidecar)
         down = Process([*pin(0), sys.executable, "-m", "sidecar"], name="sidecar-down", env={
-            **common, "REDRIVE_LISTEN_PORT": str(down_port),
+            **common, "REDRIVE_TOPIC": topic + "-down", "REDRIVE_LISTEN_PORT": str(down_port),
             "REDRIVE_ADMIN_PORT": str(down_admin),
             "REDRIVE_UPSTREAM_URL": f"http://127.0.0.1:{free_port()}"})
         procs.append(down)
@@ -171,60 +217,95 @@ def main() -> None:
         down.wait_http(f"http://127.0.0.1:{down_admin}/readyz")
         time.sleep(1.0)  # let the producers connect
 
-        def run(url: str, post: bool, connections: int | None = None) -> Result:
-            wrk(url, duration=1, connections=connections or args.connections, post=post,
-                tmp=tmp)  # warm-up
-            return median([wrk(url, duration=args.duration,
-                               connections=connections or args.connections, post=post, tmp=tmp)
-                           for _ in range(args.runs)])
+        def url(port: int, path: str) -> str:
+            return f"http://127.0.0.1:{port}{path}"
 
-        rows: dict[str, Result] = {}
-        for label, port in (("nginx direct", nginx_port), ("minimal aiohttp proxy", base_port),
-                            ("sidecar", sc_port)):
-            rows[f"{label} GET"] = run(f"http://127.0.0.1:{port}/api/data", post=False)
-            rows[f"{label} POST 1KiB"] = run(f"http://127.0.0.1:{port}/api/users", post=True)
-        rows["sidecar, backend down POST 1KiB"] = run(
-            f"http://127.0.0.1:{down_port}/api/users", post=True)
-        rows["sidecar, backend+Kafka down (spool)"] = run(
-            f"http://127.0.0.1:{spool_port}/api/users", post=True)
-        one_direct = run(f"http://127.0.0.1:{nginx_port}/api/data", post=False, connections=1)
-        one_sidecar = run(f"http://127.0.0.1:{sc_port}/api/data", post=False, connections=1)
+        rows: list[Row] = []
+        if args.rows == "all":
+            for label, port in (("nginx direct", nginx_port),
+                                ("minimal aiohttp proxy", base_port), ("sidecar", sc_port)):
+                rows.append(Row(f"{label} GET", url(port, "/api/data"), post=False))
+                rows.append(Row(f"{label} POST 1KiB", url(port, "/api/users"), post=True))
+            rows.append(Row("sidecar, backend down POST 1KiB", url(down_port, "/api/users"),
+                            post=True))
+            rows.append(Row("sidecar, backend+Kafka down (spool)",
+                            url(spool_port, "/api/users"), post=True))
+            rows.append(Row("1-conn nginx direct GET", url(nginx_port, "/api/data"),
+                            post=False, connections=1))
+            rows.append(Row("1-conn sidecar GET", url(sc_port, "/api/data"), post=False,
+                            connections=1))
+        rows += [
+            Row("JSON minimal proxy GET", url(base_port, "/api/data"), post=False, json=True),
+            Row("JSON sidecar GET", url(sc_port, "/api/data"), post=False, json=True),
+            Row("JSON minimal proxy POST", url(base_port, "/api/users"), post=True, json=True),
+            Row("JSON sidecar POST", url(sc_port, "/api/users"), post=True, json=True),
+            Row("JSON minimal proxy, 502 passed on", url(base_port, "/fail"), post=True,
+                json=True),
+            Row("JSON sidecar capture path (502)", url(sc_port, "/fail"), post=True,
+                json=True),
+            Row("JSON sidecar spool path", url(spool_port, "/api/users"), post=True,
+                json=True),
+        ]
 
-        metrics = scrape(f"http://127.0.0.1:{down_admin}")
-        published = int(metrics['redrive_sidecar_captures_total{result="published"}'])
-        lost = int(metrics['redrive_sidecar_captures_total{result="lost"}'])
-        records = asyncio.run(read_topic(broker.bootstrap, topic, expect=published,
-                                         timeout=120, idle=5))
-        distinct = len({k for k, _, _ in records})
-        rss = rss_mb(sidecar.pid)
-        spool_metrics = scrape(f"http://127.0.0.1:{spool_admin}")
+        def once(row: Row, duration: int) -> Result:
+            return wrk(row.url, duration=duration,
+                       connections=row.connections or args.connections, post=row.post,
+                       tmp=tmp, json=row.json)
+
+        for row in rows:
+            once(row, 1)  # warm-up
+        samples: dict[str, list[Result]] = {row.label: [] for row in rows}
+        for _ in range(args.runs):  # interleaved: every row once per round
+            for row in rows:
+                samples[row.label].append(once(row, args.duration))
+        results = {label: median(rs) for label, rs in samples.items()}
 
         print(f"\nRedrive proxy benchmark: wrk -c{args.connections}, {args.duration}s runs, "
-              f"median of {args.runs}; proxy+nginx on CPU 0, wrk on CPU 1\n")
-        print(f"{'row':<36}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'errors':>8}")
-        for label, r in rows.items():
-            print(f"{label:<36}{r.rps:>10.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}"
+              f"median of {args.runs} interleaved rounds; proxies+nginx on CPU 0, wrk and "
+              "the broker on CPU 1\n")
+        print(f"{'row':<40}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'errors':>8}")
+        for label, r in results.items():
+            print(f"{label:<40}{r.rps:>10.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}"
                   f"{r.non2xx:>9}{r.errors:>8}")
-        base_get = rows["minimal aiohttp proxy GET"]
-        base_post = rows["minimal aiohttp proxy POST 1KiB"]
-        print("\nratios (sidecar / minimal proxy; target >= 1.0, aim 1.5):")
-        print(f"  GET  {rows['sidecar GET'].rps / base_get.rps:.2f}x")
-        print(f"  POST {rows['sidecar POST 1KiB'].rps / base_post.rps:.2f}x")
-        print("capture path (backend down, every answer after Kafka's ack; target >= 4000/s):")
-        print(f"  {rows['sidecar, backend down POST 1KiB'].rps:.0f} req/s; acknowledged "
-              f"captures {published}, lost {lost}, distinct ids in the topic {distinct}, "
-              f"missing {max(0, published - distinct)}")
-        print("spool path (backend and Kafka down, fsync before each answer; target >= 5000/s, "
-              "p99 < 20 ms):")
-        sp = rows["sidecar, backend+Kafka down (spool)"]
+
+        def ratio(a: str, b: str) -> str:
+            return f"{results[a].rps / results[b].rps:.2f}x"
+
+        if args.rows == "all":
+            print("\nratios, plain rows (sidecar / minimal proxy):")
+            print(f"  GET  {ratio('sidecar GET', 'minimal aiohttp proxy GET')}")
+            print(f"  POST {ratio('sidecar POST 1KiB', 'minimal aiohttp proxy POST 1KiB')}")
+            metrics = scrape(f"http://127.0.0.1:{down_admin}")
+            published = int(metrics['redrive_sidecar_captures_total{result="published"}'])
+            lost = int(metrics['redrive_sidecar_captures_total{result="lost"}'])
+            records = asyncio.run(read_topic(bootstrap, topic + "-down", expect=published,
+                                             timeout=120, idle=5))
+            distinct = len({k for k, _, _ in records})
+            print("backend down (connection refused), every answer after Kafka's ack:")
+            print(f"  {results['sidecar, backend down POST 1KiB'].rps:.0f} req/s; "
+                  f"acknowledged captures {published}, lost {lost}, distinct ids in the "
+                  f"topic {distinct}, missing {max(0, published - distinct)}")
+            one_direct, one_sidecar = results["1-conn nginx direct GET"], \
+                results["1-conn sidecar GET"]
+            print("added latency, 1 connection, p50 (target <= 0.5 ms):")
+            print(f"  direct {one_direct.p50_ms:.3f} ms, sidecar {one_sidecar.p50_ms:.3f} ms, "
+                  f"added {one_sidecar.p50_ms - one_direct.p50_ms:.3f} ms")
+        capture = results["JSON sidecar capture path (502)"]
+        sp = results["JSON sidecar spool path"]
+        spool_metrics = scrape(f"http://127.0.0.1:{spool_admin}")
         spooled = int(spool_metrics['redrive_sidecar_captures_total{result="spooled"}'])
         spool_lost = int(spool_metrics['redrive_sidecar_captures_total{result="lost"}'])
-        print(f"  {sp.rps:.0f} req/s, p99 {sp.p99_ms:.1f} ms; spooled {spooled}, "
-              f"lost {spool_lost}")
-        print("added latency, 1 connection, p50 (target <= 0.5 ms):")
-        print(f"  direct {one_direct.p50_ms:.3f} ms, sidecar {one_sidecar.p50_ms:.3f} ms, "
-              f"added {one_sidecar.p50_ms - one_direct.p50_ms:.3f} ms")
-        print(f"sidecar RSS after the run: {rss:.1f} MB (target <= 80 MB)")
+        print("\nratios under the issue's conditions (sidecar / minimal proxy, same run):")
+        print(f"  GET pass-through   {ratio('JSON sidecar GET', 'JSON minimal proxy GET')}"
+              "  (target 3x)")
+        print(f"  POST pass-through  {ratio('JSON sidecar POST', 'JSON minimal proxy POST')}"
+              "  (target 3x)")
+        print(f"  capture path       "
+              f"{ratio('JSON sidecar capture path (502)', 'JSON minimal proxy, 502 passed on')}"
+              f", p99 {capture.p99_ms:.1f} ms  (target 2x, p99 < 15 ms)")
+        print(f"  spool path         {sp.rps:.0f} req/s, p99 {sp.p99_ms:.1f} ms; spooled "
+              f"{spooled}, lost {spool_lost}  (target 5,000/s, p99 < 20 ms)")
+        print(f"sidecar RSS after the run: {rss_mb(sidecar.pid):.1f} MB (target <= 80 MB)")
     finally:
         for p in reversed(procs):
             p.stop()

@@ -18,7 +18,7 @@ from tests.support.worker import (
 )
 
 
-async def test_the_replay_rate_stays_within_ten_percent_of_the_limit(
+async def test_the_replay_rate_never_exceeds_the_limit(
         broker: Broker, topic: str) -> None:
     records = [make_record() for _ in range(61)]
     async with target() as t:
@@ -29,7 +29,10 @@ async def test_the_replay_rate_stays_within_ten_percent_of_the_limit(
             await t.wait_for(lambda: len(t.seen) == 61, timeout=15)
     times = sorted(s.at for s in t.seen)
     measured = (len(times) - 1) / (times[-1] - times[0])
-    assert 18.0 <= measured <= 22.0, f"{measured:.1f} replays/s"
+    # The limit is a ceiling; a loaded machine may only make replays slower, so the floor
+    # is generous (the limiter's exact schedule is tested with a fake clock in
+    # tests/unit/test_worker_limits.py).
+    assert 4.0 <= measured <= 22.0, f"{measured:.1f} replays/s"
 
 
 async def test_the_circuit_breaker_pauses_replays_then_probes_and_resumes(

@@ -35,7 +35,7 @@ async def test_a_captured_request_is_replayed_to_the_target_with_replay_headers(
     assert seen.headers["Idempotency-Key"] == record.idempotency_key
     assert seen.headers["X-Redrive-Replay"] == record.id
     assert seen.headers["X-Redrive-Attempt"] == "1"
-    assert seen.headers["Host"] == f"127.0.0.1:{t.port}"
+    assert seen.headers["Host"] == record.headers["host"]  # the captured one
     assert seen.headers["x-custom"] == "kept"
     assert "x-hop" not in {k.lower() for k in seen.headers}
     assert seen.headers.get("Connection", "keep-alive").lower() != "x-hop"
@@ -185,7 +185,9 @@ async def test_a_record_pointing_elsewhere_never_reaches_that_host(
             await wait_until(lambda: w.metric("redrive_retry_worker_dead_letters_total",
                                               reason="unsafe") == 2)
         assert evil.seen == []
-        assert good.seen[0].headers["Host"] == f"127.0.0.1:{good.port}"
+        # The captured Host is the request's identity (its virtual host), never where the
+        # connection goes: that is always the target.
+        assert good.seen[0].headers["Host"] == f"127.0.0.1:{evil.port}"
         assert good.seen[0].headers["X-Redrive-Replay"] == follows.id
 
 

@@ -38,6 +38,24 @@ class Sidecar:
 
 def start_sidecar(*, bootstrap: str, topic: str, upstream: str,
                   env: Mapping[str, str] | None = None, wait_kafka: bool = True) -> Sidecar:
+    """A sidecar process on two free loopback ports. A port found free can be taken by
+    another process before the sidecar binds it (free_port's race): then the sidecar
+    exits saying so, and it is started again on other ports."""
+    for attempt in range(3):
+        try:
+            return _start_sidecar(bootstrap, topic, upstream, env, wait_kafka)
+        except PortTaken:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class PortTaken(RuntimeError):
+    pass
+
+
+def _start_sidecar(bootstrap: str, topic: str, upstream: str,
+                   env: Mapping[str, str] | None, wait_kafka: bool) -> Sidecar:
     port, admin = free_port(), free_port()
     full = {
         "REDRIVE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -49,13 +67,21 @@ def start_sidecar(*, bootstrap: str, topic: str, upstream: str,
         "REDRIVE_LISTEN_PORT": str(port),
         "REDRIVE_ADMIN_PORT": str(admin),
         "REDRIVE_DRAIN_TIMEOUT_SECONDS": "5",
+        # Tests written before the capture policy send failing GETs and expect captures;
+        # the policy's own tests (test_capture_policy.py) set the variable themselves.
+        "REDRIVE_CAPTURE_METHODS": "GET,HEAD,OPTIONS,POST,PUT,PATCH,DELETE",
         "POD_NAME": "sidecar-test-0",
         "POD_NAMESPACE": "tests",
     }
     full.update(env or {})
     proc = python_module("sidecar", full, name="sidecar")
     sc = Sidecar(proc, port, admin, topic)
-    proc.wait_http(sc.admin + "/readyz", timeout=20)
+    try:
+        proc.wait_http(sc.admin + "/readyz", timeout=20)
+    except RuntimeError as exc:  # it exited
+        if "address already in use" in proc.output().lower():
+            raise PortTaken(str(exc)) from exc
+        raise
     if wait_kafka:
         wait_for_log(sc, "kafka producer connected", timeout=20)
     return sc

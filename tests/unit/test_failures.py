@@ -4,29 +4,22 @@ from __future__ import annotations
 
 import errno
 
-import aiohttp
 import pytest
-from aiohttp.client_reqrep import ConnectionKey
 
 from redrive.envelope import Failure
-from sidecar import failures
-
-KEY = ConnectionKey("127.0.0.1", 3000, False, True, None, None, None)
-
-
-def connector_error(code: int) -> aiohttp.ClientConnectorError:
-    return aiohttp.ClientConnectorError(KEY, OSError(code, "x"))
+from sidecar import failures, upstream
 
 
 @pytest.mark.parametrize(("exc", "expected"), [
-    (connector_error(errno.ECONNREFUSED), Failure("connect_refused", None, False)),
-    (connector_error(errno.EHOSTUNREACH), Failure("connect_error", None, False)),
-    (aiohttp.ConnectionTimeoutError(), Failure("connect_timeout", None, False)),
-    (aiohttp.SocketTimeoutError(), Failure("read_timeout", None, True)),
+    (upstream.ConnectRefused("x", errno.ECONNREFUSED), Failure("connect_refused", None, False)),
+    (upstream.ConnectError("x", errno.EHOSTUNREACH), Failure("connect_error", None, False)),
+    (upstream.ConnectTimeout("x"), Failure("connect_timeout", None, False)),
+    (upstream.ReadTimeout("x"), Failure("read_timeout", None, True)),
     (TimeoutError(), Failure("read_timeout", None, True)),
-    (aiohttp.ServerDisconnectedError(), Failure("connection_reset", None, True)),
-    (aiohttp.ClientOSError(errno.ECONNRESET, "reset"), Failure("connection_reset", None, True)),
-    (aiohttp.ClientPayloadError("bad"), Failure("protocol_error", None, True)),
+    (upstream.ConnectionReset("x", response_started=False),
+     Failure("connection_reset", None, True)),
+    (upstream.ProtocolError("x"), Failure("protocol_error", None, True)),
+    (ValueError("CR or LF inside a header"), Failure("connection_reset", None, True)),
 ])
 def test_exceptions_map_to_a_kind_and_whether_the_app_saw_the_request(
         exc: BaseException, expected: Failure) -> None:

@@ -21,6 +21,7 @@ def stream() -> Iterator[io.StringIO]:
 
 
 def lines(buf: io.StringIO) -> list[dict[str, object]]:
+    logs.flush()
     return [json.loads(line) for line in buf.getvalue().splitlines()]
 
 
@@ -61,6 +62,7 @@ def test_text_format_is_readable_with_fields_as_key_value() -> None:
         logging.getLogger("redrive.test").warning("spool full", extra={"bytes": 10})
     finally:
         logs.configure("info", "json")
+    logs.flush()
     line = buf.getvalue().strip()
     assert " warning " in line and "redrive.test: spool full" in line and "bytes=10" in line
 

@@ -1,8 +1,12 @@
-"""GC tuning done once at start-up."""
+"""GC tuning done once at start-up, and the supervision of background tasks."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
+
+import pytest
 
 from redrive import runtime
 
@@ -17,3 +21,58 @@ def test_tune_gc_freezes_the_start_up_heap_and_raises_the_young_threshold() -> N
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+async def test_a_supervised_task_that_raises_is_logged_and_reported(
+        caplog: pytest.LogCaptureFixture) -> None:
+    deaths: list[tuple[str, BaseException | None]] = []
+    remove = runtime.on_task_death(lambda name, exc: deaths.append((name, exc)))
+    try:
+        async def boom() -> None:
+            raise RuntimeError("drain broke")
+
+        task = runtime.supervise(asyncio.create_task(boom(), name="spool-drain"))
+        with contextlib.suppress(RuntimeError):
+            await task
+        await asyncio.sleep(0)  # done callbacks run on the next loop turn
+    finally:
+        remove()
+    assert [(name, str(exc)) for name, exc in deaths] == [("spool-drain", "drain broke")]
+    [line] = [r for r in caplog.records if r.getMessage() == "background task died"]
+    assert line.levelname == "ERROR" and line.task == "spool-drain"  # type: ignore[attr-defined]
+    assert line.exc_info is not None
+
+
+async def test_a_supervised_task_that_returns_is_a_death_too() -> None:
+    deaths: list[str] = []
+    remove = runtime.on_task_death(lambda name, _exc: deaths.append(name))
+    try:
+        async def quits() -> None:
+            return None
+
+        await runtime.supervise(asyncio.create_task(quits()), "sender")
+        await asyncio.sleep(0)
+    finally:
+        remove()
+    assert deaths == ["sender"]
+
+
+async def test_cancelled_or_released_tasks_are_not_deaths() -> None:
+    deaths: list[str] = []
+    remove = runtime.on_task_death(lambda name, _exc: deaths.append(name))
+    try:
+        cancelled = runtime.supervise(asyncio.create_task(asyncio.sleep(10)), "a")
+        cancelled.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await cancelled
+
+        async def finishes() -> None:
+            await asyncio.sleep(0)
+
+        released = runtime.supervise(asyncio.create_task(finishes()), "b")
+        runtime.release(released)
+        await released
+        await asyncio.sleep(0)
+    finally:
+        remove()
+    assert deaths == []

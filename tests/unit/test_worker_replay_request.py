@@ -46,17 +46,33 @@ def test_hop_by_hop_and_connection_named_headers_are_dropped() -> None:
         "x-redrive-attempt"}
 
 
-def test_host_is_the_target_and_the_replay_headers_are_set() -> None:
-    record = make_record(headers={"host": "evil.example", "idempotency-key": "forged",
+def test_host_is_the_captured_one_and_the_replay_headers_are_set() -> None:
+    record = make_record(headers={"host": "orders.example", "idempotency-key": "forged",
                                   "x-redrive-attempt": "99"})
     headers = replay_headers(record, TARGET, attempt=3)
-    assert headers["Host"] == "svc.default:8080"
+    assert headers["Host"] == "orders.example"
     assert headers["Idempotency-Key"] == record.idempotency_key
     assert headers["X-Redrive-Replay"] == record.id
     assert headers["X-Redrive-Attempt"] == "3"
     assert len(headers.getall("Idempotency-Key")) == 1
 
 
-def test_the_default_port_is_left_out_of_host() -> None:
-    assert replay_headers(make_record(), "https://svc", 1)["Host"] == "svc"
-    assert replay_headers(make_record(), "http://svc:80", 1)["Host"] == "svc"
+def test_without_a_valid_captured_host_the_targets_is_sent_without_a_default_port() -> None:
+    assert replay_headers(make_record(headers={}), "https://svc", 1)["Host"] == "svc"
+    assert replay_headers(make_record(headers={}), "http://svc:80", 1)["Host"] == "svc"
+    for bad in ("a b", "evil\r\nX-Injected: 1", "a/b", "user@host", "", "h:123456"):
+        record = make_record(headers={"host": bad})
+        assert replay_headers(record, TARGET, 1)["Host"] == "svc.default:8080", bad
+
+
+@pytest.mark.parametrize("host", ["orders.example", "orders.example:8443", "10.0.0.7:80",
+                                  "[2001:db8::1]:8080", "xn--bcher-kva.example"])
+def test_valid_captured_hosts_are_kept(host: str) -> None:
+    assert replay_headers(make_record(headers={"host": host}), TARGET, 1)["Host"] == host
+
+
+def test_forwarding_headers_are_sent_as_captured() -> None:
+    fwd = {"x-forwarded-for": "203.0.113.9, 10.1.2.3", "x-forwarded-proto": "https",
+           "x-forwarded-host": "shop.example"}
+    headers = replay_headers(make_record(headers={"host": "shop.example", **fwd}), TARGET, 1)
+    assert {k: headers[k] for k in fwd} == fwd

@@ -1,8 +1,7 @@
 """The few error types that cross Redrive's boundaries.
 
 Library exceptions (aiohttp, aiokafka, OSError) are turned into these at the edge, so
-the code above the boundary reasons about outcomes, not about library types. Each error
-says whether trying again could help (``retriable``), as aiokafka's errors do.
+the code above the boundary reasons about outcomes, not about library types.
 """
 
 from __future__ import annotations
@@ -12,8 +11,6 @@ from collections.abc import Iterable
 
 class RedriveError(Exception):
     """Base class for every error Redrive raises on purpose."""
-
-    retriable: bool = False
 
 
 class ConfigError(RedriveError):
@@ -39,5 +36,3 @@ class RecordError(RedriveError):
 
 class PublishError(RedriveError):
     """Kafka did not acknowledge a record in time. The record is not known to be safe."""
-
-    retriable = True

@@ -94,8 +94,8 @@ def key_partitioner(key: bytes | None, all_partitions: list[int],
     """The partition of a record: CRC-32 of its key over every partition.
 
     Redrive's keys are capture ids, unique per request, so no two records need to share a
-    partition, and Java's murmur2 (aiokafka's default, in pure Python: ~10 µs a record on
-    the capture path) buys nothing. A record without a key goes to any available one.
+    partition, and Java's murmur2 (aiokafka's default, in pure Python on the capture
+    path) buys nothing. A record without a key goes to any available one.
     """
     if key is None:
         return random.choice(available or all_partitions)

@@ -7,14 +7,24 @@ Configure once with :func:`configure`; every module then uses
 
 Fields bound with :func:`bind` (a context variable) are added to every line logged in
 that task, like kopf's object loggers. Never pass bodies or credentials as fields.
+
+Logging never blocks the event loop: the root logger's only handler puts records on a
+queue (``logging.handlers.QueueHandler``), and a writer thread formats them and writes
+them to stdout in batches, so a slow or full stdout pipe stalls that thread, not the
+proxy. :func:`flush` waits until what was logged is written; :func:`shutdown` (also run
+at exit) writes what is still queued and stops the thread.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import json
 import logging
+import logging.handlers
+import queue
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -82,19 +92,135 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class _QueueHandler(logging.handlers.QueueHandler):
+    """Puts records on the writer's queue, adding what only the emitting task knows: the
+    fields bound with :func:`bind`. The record is not copied or flattened (a thread, not a
+    process, reads it), so this is all the event loop pays per line."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        bound = _CONTEXT.get()
+        if bound:
+            attrs = record.__dict__
+            for key, value in bound.items():
+                attrs.setdefault(key, value)
+        return record
+
+
+class _Flush:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+_STOP = object()
+
+
+class _Writer:
+    """The thread that formats queued records and writes them out, in batches.
+
+    It waits ``linger`` seconds after the first record of a batch so a burst is written
+    with one ``write`` and ``flush`` and the thread takes the GIL a few times a second,
+    not once per line (a thread woken per line competes with the event loop)."""
+
+    def __init__(self, stream: IO[str], formatter: logging.Formatter,
+                 linger: float = 0.05) -> None:
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._stream = stream
+        self._formatter = formatter
+        self._linger = linger
+        self._thread = threading.Thread(target=self._run, name="redrive-log-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        q = self.queue
+        while True:
+            batch = [q.get()]
+            if isinstance(batch[0], logging.LogRecord):
+                time.sleep(self._linger)
+            while True:
+                try:
+                    batch.append(q.get_nowait())
+                except queue.Empty:
+                    break
+            lines: list[str] = []
+            flushes: list[_Flush] = []
+            stop = False
+            for item in batch:
+                if isinstance(item, logging.LogRecord):
+                    lines.append(self._format(item))
+                elif isinstance(item, _Flush):
+                    flushes.append(item)
+                else:
+                    stop = True
+            if lines:
+                try:
+                    self._stream.write("\n".join(lines) + "\n")
+                    self._stream.flush()
+                except (OSError, ValueError):
+                    pass  # stdout is gone: nowhere left to say so
+            for f in flushes:
+                f.done.set()
+            if stop:
+                return
+
+    def _format(self, record: logging.LogRecord) -> str:
+        try:
+            return self._formatter.format(record)
+        except Exception as exc:
+            return json.dumps({"level": "error", "logger": "redrive.logs",
+                               "message": "log record could not be formatted",
+                               "error": repr(exc), "logger_name": record.name})
+
+    def flush(self, timeout: float = 5.0) -> None:
+        marker = _Flush()
+        self.queue.put(marker)
+        marker.done.wait(timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.queue.put(_STOP)
+        self._thread.join(timeout)
+
+
+_writer: _Writer | None = None
+
+
 def configure(level: str = "info", fmt: str = "json", stream: IO[str] | None = None) -> None:
-    """Install one stdout handler on the root logger. Safe to call more than once."""
-    handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    """Install the queue handler on the root logger and start the thread that writes to
+    ``stream`` (stdout). Safe to call more than once."""
+    global _writer  # noqa: PLW0603 - one writer per process
+    shutdown()
+    # Fields our formatters never write: not worth computing for every record.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    _writer = _Writer(stream or sys.stdout,
+                      JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(handler)
+    root.addHandler(_QueueHandler(_writer.queue))
     root.setLevel(level.upper())
     # aiokafka logs every failed reconnect at ERROR with a traceback; our own code reports
     # Kafka health once per state change, so keep the library to real warnings.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
+
+
+def shutdown() -> None:
+    """Write every queued record and stop the writer thread (safe to call twice)."""
+    global _writer
+    if _writer is not None:
+        writer, _writer = _writer, None
+        writer.stop()
+
+
+def flush() -> None:
+    """Block until every record logged so far is written (tests, and before exiting)."""
+    if _writer is not None:
+        _writer.flush()
+
+
+atexit.register(shutdown)
 
 
 @contextmanager

@@ -1,8 +1,16 @@
-"""Process-level tuning shared by the long-running services."""
+"""Process-level plumbing shared by the long-running services: GC tuning and the
+supervision of background tasks."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 # Young-generation threshold: CPython's default (700) runs a collection every few
 # requests on the capture path; cycles are still collected, just in larger batches.
@@ -15,10 +23,58 @@ def tune_gc() -> None:
     ``gc.freeze`` moves every object alive now (modules, classes, the app) to a permanent
     generation that collections never scan again, so a full collection walks only what
     the traffic allocated. Without it, the occasional full collection over the whole
-    start-up heap was the tail of the capture path's latency (p99 24-28 ms against 15 ms
-    with it, p90 unchanged, at 64 connections in the spool benchmark).
+    start-up heap was the tail of the capture path's latency (see the benchmark notes in
+    CHANGELOG.md).
     """
     gc.collect()
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
+# -- supervision of background tasks
+
+_death_handlers: list[Callable[[str, BaseException | None], None]] = []
+
+
+def on_task_death(handler: Callable[[str, BaseException | None], None]) -> Callable[[], None]:
+    """Call ``handler(name, error)`` whenever a supervised task dies; returns a function
+    that removes it. A service installs one that stops the process (see
+    :func:`supervise`); without one, a death is only logged."""
+    _death_handlers.append(handler)
+    return lambda: _death_handlers.remove(handler) if handler in _death_handlers else None
+
+
+def supervise(task: asyncio.Task[Any], name: str | None = None) -> asyncio.Task[Any]:
+    """Watch a background task that should run until it is cancelled.
+
+    If it ends any other way (it raised, or returned while nobody asked it to stop) one
+    error line names it, with the traceback, and every handler installed with
+    :func:`on_task_death` is called: a dead drain loop or sender must never go unseen.
+    Returns ``task``, so ``self._t = supervise(asyncio.create_task(...))`` is a one-line
+    change. A task that finishes on purpose should be awaited after :func:`release`.
+    """
+    label = name or task.get_name()
+    task.add_done_callback(lambda t: _reap(t, label))
+    return task
+
+
+def release(task: asyncio.Task[Any]) -> None:
+    """Mark a supervised task as allowed to end (before cancelling or stopping it)."""
+    _released.add(task)
+
+
+_released: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+
+def _reap(task: asyncio.Task[Any], name: str) -> None:
+    if task.cancelled() or task in _released:
+        return
+    error = task.exception()
+    if error is None:
+        log.error("background task ended unexpectedly", extra={"task": name})
+    else:
+        log.error("background task died", extra={"task": name, "error": repr(error)},
+                  exc_info=error)
+    for handler in list(_death_handlers):
+        handler(name, error)

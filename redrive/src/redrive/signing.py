@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
-SIGNATURE_HEADER = "redrive-signature"
+from redrive.envelope import SIGNATURE_HEADER
+
 MIN_SECRET_BYTES = 32
 _KID = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
 _HEADER = re.compile(r"^v1;kid=([A-Za-z0-9._-]{1,32});sig=([A-Za-z0-9_-]{43})$")

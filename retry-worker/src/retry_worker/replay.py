@@ -2,8 +2,12 @@
 
 The request always goes to ``REDRIVE_TARGET_URL``: the record contributes only an
 origin-form path (``/a/b?x=1``), checked so that the resulting URL keeps the target's
-origin. ``backend_url`` and ``host`` from the record are never used. Redirects are not
-followed. aiohttp's exceptions stop here: :meth:`Replayer.send` returns a
+origin; ``backend_url`` from the record is never used. The replay keeps the request's
+identity: the connection goes to the target, but the ``Host`` header is the captured one
+(an app that routes by Host gets the replay on the right virtual host; a missing or
+malformed one falls back to the target's), and ``X-Forwarded-For/-Proto/-Host`` are sent
+as captured (the sidecar passes a replay's forwarding headers on unchanged). Redirects
+are not followed. aiohttp's exceptions stop here: :meth:`Replayer.send` returns a
 :class:`~retry_worker.policy.Result` with either a status or an error name.
 """
 
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 
@@ -19,23 +24,18 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from redrive.envelope import Record
+from redrive.headers import ATTEMPT_HEADER, HOP_BY_HOP, IDEMPOTENCY_HEADER, REPLAY_HEADER
 from redrive.sealing import SealError, SealKeys
 from retry_worker.policy import Result, parse_retry_after
 from retry_worker.settings import TargetSettings, target_origin
 
 log = logging.getLogger(__name__)
 
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-connection", "proxy-authenticate",
-    "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade",
-})
-"""RFC 9110 §7.6.1: meaningful for one connection only, never forwarded."""
-REPLACED = frozenset({"host", "content-length", "expect", "idempotency-key",
-                      "x-redrive-replay", "x-redrive-attempt"})
-"""Set by the replay itself (or by aiohttp from the body), never copied from the record."""
-REPLAY_HEADER = "X-Redrive-Replay"
-ATTEMPT_HEADER = "X-Redrive-Attempt"
-IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLACED = frozenset({"host", "content-length", "expect", IDEMPOTENCY_HEADER.lower(),
+                      REPLAY_HEADER.lower(), ATTEMPT_HEADER.lower()})
+"""Set by the replay itself (or by aiohttp from the body), never copied as is."""
+# RFC 9110 §7.2 Host = uri-host [ ":" port ]: a reg-name, IPv4 or [IPv6] literal.
+_HOST = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::[0-9]{1,5})?$")
 
 
 class UnsafeTarget(ValueError):
@@ -64,7 +64,8 @@ def replay_url(target: str, uri: str) -> URL:
 
 
 def replay_headers(record: Record, target: str, attempt: int) -> CIMultiDict[str]:
-    """The record's headers minus hop-by-hop ones, plus Host and the replay headers."""
+    """The record's headers minus hop-by-hop ones, plus Host (the captured one when it is
+    a valid host, else the target's) and the replay headers."""
     connection_tokens = {t.strip().lower()
                          for t in record.headers.get("connection", "").split(",") if t.strip()}
     out: CIMultiDict[str] = CIMultiDict()
@@ -73,10 +74,14 @@ def replay_headers(record: Record, target: str, attempt: int) -> CIMultiDict[str
         if lowered in HOP_BY_HOP or lowered in REPLACED or lowered in connection_tokens:
             continue
         out.add(name, value)
-    parts = URL(target)
-    default_port = 443 if parts.scheme == "https" else 80
-    host = parts.host or ""
-    out["Host"] = host if parts.port in (None, default_port) else f"{host}:{parts.port}"
+    captured = record.headers.get("host", "")
+    if len(captured) <= 255 and _HOST.match(captured):
+        out["Host"] = captured
+    else:
+        parts = URL(target)
+        default_port = 443 if parts.scheme == "https" else 80
+        host = parts.host or ""
+        out["Host"] = host if parts.port in (None, default_port) else f"{host}:{parts.port}"
     out[IDEMPOTENCY_HEADER] = record.idempotency_key
     out[REPLAY_HEADER] = record.id
     out[ATTEMPT_HEADER] = str(attempt)

@@ -1,10 +1,18 @@
-"""Assembling the sidecar: resources as aiohttp cleanup contexts, in dependency order.
+"""Assembling and running the sidecar: resources in an exit stack, in dependency order.
 
-aiohttp enters the contexts in order and exits them in reverse, cleaning up only what
-started: admin server, upstream session, Kafka publisher, spool drain. On SIGTERM,
-``run_app`` stops accepting, lets in-flight handlers finish (they may still publish)
-for up to the drain timeout, then exits the contexts, so the producer flushes after the
-last request and the spool gets a last drain while Kafka is reachable.
+:func:`serve` opens the admin server, the upstream client, the Kafka publisher and the
+spool drain, then the proxy's front door (``sidecar.server``). On SIGTERM or SIGINT it
+stops accepting, turns ``/readyz`` unready, lets requests in progress finish (they may
+still publish) for up to ``REDRIVE_DRAIN_TIMEOUT_SECONDS``, then closes the resources in
+reverse order: a last spool drain while Kafka is reachable, the producer flush after the
+last request, the admin server last. More signals while draining change nothing.
+
+A supervised background task that dies (``redrive.runtime.supervise``) stops the process
+the same way, with exit code 1, so the pod restarts instead of running half-alive.
+
+Requests go through :meth:`Sidecar.dispatch`: routes the sidecar answers itself
+(:meth:`Sidecar.add_route`, matched by path prefix before anything else) and then the
+proxy.
 """
 
 from __future__ import annotations
@@ -12,19 +20,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from redrive import runtime
 from redrive.admin import AdminServer, Readiness, build_admin_app
 from redrive.kafka import Publisher
 from sidecar.capture import Capturer
 from sidecar.metrics import SidecarMetrics
 from sidecar.proxy import Proxy
+from sidecar.server import FrontDoor, Handler, Limits, Request, Response
 from sidecar.settings import Settings
 from sidecar.upstream import UpstreamClient
 
@@ -32,6 +42,8 @@ if TYPE_CHECKING:
     from sidecar.spool import Spool, SpooledRecord
 
 log = logging.getLogger(__name__)
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @dataclass
@@ -44,7 +56,6 @@ class State:
     publisher: Publisher | None = None
     proxy: Proxy | None = None
     shutdown_deadline: float | None = None
-    drain_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     def readiness(self) -> Readiness:
         if self.shutdown_deadline is not None:
@@ -66,69 +77,148 @@ class State:
         return Readiness(True, "; ".join(parts))
 
 
-STATE = web.AppKey("state", State)
+class Sidecar:
+    """The process: state, request dispatch, and :meth:`serve`."""
 
+    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None,
+                 spool: Spool | None = None, quarantined_bytes: int = 0) -> None:
+        """``spool`` must already be opened (see ``Spool.open``); ``quarantined_bytes``
+        is what that opening set aside, for the metric."""
+        metrics = SidecarMetrics(registry or CollectorRegistry())
+        metrics.spool_quarantined_bytes.inc(quarantined_bytes)
+        self.state = State(settings=settings, metrics=metrics, spool=spool)
+        self._routes: list[tuple[str, Handler]] = []
+        self._stopping = asyncio.Event()
+        self._fatal: str | None = None
+        self._signals = 0
 
-def build_app(settings: Settings, *, registry: CollectorRegistry | None = None,
-              spool: Spool | None = None, quarantined_bytes: int = 0) -> web.Application:
-    """The proxy application. ``spool`` must already be opened (see ``Spool.open``);
-    ``quarantined_bytes`` is what that opening set aside, for the metric."""
-    metrics = SidecarMetrics(registry or CollectorRegistry())
-    metrics.spool_quarantined_bytes.inc(quarantined_bytes)
-    state = State(settings=settings, metrics=metrics, spool=spool)
-    app = web.Application(client_max_size=settings.listen.max_body_bytes + 1)
-    app[STATE] = state
+    def add_route(self, prefix: str, handler: Handler) -> None:
+        """Answer requests whose target starts with ``prefix`` with ``handler`` instead of
+        proxying them (never captured). Checked in the order added."""
+        self._routes.append((prefix, handler))
 
-    async def handler(request: web.Request) -> web.StreamResponse:
-        proxy = state.proxy
-        assert proxy is not None  # routes only serve after every context started
+    async def dispatch(self, request: Request) -> Response:
+        if self._routes:
+            target = request.target
+            for prefix, handler in self._routes:
+                if target.startswith(prefix):
+                    return await handler(request)
+        proxy = self.state.proxy
+        assert proxy is not None  # the door opens after every resource started
         return await proxy.handle(request)
 
-    app.router.add_route("*", "/{path:.*}", handler)
-    app.cleanup_ctx.append(_admin_ctx)
-    app.cleanup_ctx.append(_proxy_ctx)
-    app.cleanup_ctx.append(_drain_ctx)
-    app.on_shutdown.append(_begin_shutdown)
-    return app
+    def stop(self, reason: str) -> None:
+        """Begin a graceful shutdown (idempotent)."""
+        if not self._stopping.is_set():
+            log.info("stopping", extra={"reason": reason})
+            self._stopping.set()
 
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        name = signal.Signals(signum).name
+        if self._signals == 1:
+            self.stop(f"signal {name}")
+        else:
+            log.info("signal received while shutting down; still draining",
+                     extra={"signal": name, "count": self._signals})
 
-async def _begin_shutdown(app: web.Application) -> None:
-    state = app[STATE]
-    state.shutdown_deadline = time.monotonic() + state.settings.shutdown.drain_timeout_seconds
-    log.info("shutting down: draining in-flight requests",
-             extra={"drain_timeout_seconds": state.settings.shutdown.drain_timeout_seconds})
+    def _on_task_death(self, name: str, _error: BaseException | None) -> None:
+        if self._fatal is None:
+            self._fatal = name
+        self.stop(f"background task {name} died")
 
+    async def serve(self, *, handle_signals: bool = True) -> int:
+        """Run until a signal (or :meth:`stop`) or a dead background task; returns the exit
+        code (0 after a signal and a clean drain, 1 when a background task died).
+        Embedders and tests pass ``handle_signals=False`` and call :meth:`stop`."""
+        loop = asyncio.get_running_loop()
+        signals = SIGNALS if handle_signals else ()
+        for sig in signals:
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        remove_death_handler = runtime.on_task_death(self._on_task_death)
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                await self._open(stack)
+                await self._stopping.wait()
+                await self._drain()
+        finally:
+            remove_death_handler()
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+                # A supervisor that signals again while the loop closes finds us finishing.
+                signal.signal(sig, signal.SIG_IGN)
+        return 1 if self._fatal is not None else 0
 
-async def _admin_ctx(app: web.Application) -> AsyncIterator[None]:
-    state = app[STATE]
-    admin = AdminServer(build_admin_app(state.metrics.registry, state.readiness),
-                        state.settings.admin.host, state.settings.admin.port)
-    await admin.start()
-    yield
-    await admin.stop()
+    async def _open(self, stack: contextlib.AsyncExitStack) -> None:
+        state, s = self.state, self.state.settings
+        admin = AdminServer(build_admin_app(state.metrics.registry, state.readiness),
+                            s.admin.host, s.admin.port)
+        await admin.start()
+        stack.push_async_callback(admin.stop)
 
+        client = UpstreamClient(s.upstream.url, connect_timeout=s.upstream.connect_timeout,
+                                timeout=s.upstream.timeout, idle_timeout=30.0)
+        # A record carries the body, base64 when binary (4/3 larger), plus headers and
+        # metadata.
+        publisher = Publisher(s.kafka, client_id=f"redrive-sidecar-{s.identity.pod}",
+                              max_record_bytes=s.listen.max_body_bytes * 4 // 3 + 256 * 1024)
+        await publisher.start()
+        stack.push_async_callback(self._close_resources, client, publisher)
+        capturer = Capturer(s, publisher, state.metrics, spool=state.spool,
+                            spool_active=_spool_backlog(state.spool))
+        state.publisher = publisher
+        state.proxy = Proxy(s, client, capturer, state.metrics)
 
-async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
-    state = app[STATE]
-    s = state.settings
-    client = UpstreamClient(s.upstream.url, connect_timeout=s.upstream.connect_timeout,
-                            timeout=s.upstream.timeout, idle_timeout=30.0)
-    # A record carries the body, base64 when binary (4/3 larger), plus headers and metadata.
-    publisher = Publisher(s.kafka, client_id=f"redrive-sidecar-{s.identity.pod}",
-                          max_record_bytes=s.listen.max_body_bytes * 4 // 3 + 256 * 1024)
-    await publisher.start()
-    spool = state.spool
-    capturer = Capturer(s, publisher, state.metrics, spool=spool,
-                        spool_active=_spool_backlog(spool))
-    state.publisher = publisher
-    state.proxy = Proxy(s, client, capturer, state.metrics)
-    yield
-    state.proxy = None
-    await client.close()
-    # In-flight handlers have finished (or were cut at the drain timeout): flush.
-    await publisher.stop(timeout=_remaining(state, minimum=2.0))
-    if spool is not None:
-        await spool.close()
+        drain = runtime.supervise(
+            asyncio.create_task(_drain_loop(state), name="spool-drain"))
+        stack.push_async_callback(self._stop_drain, drain)
+
+        listen = s.listen
+        rejected = state.metrics.requests.labels(outcome="rejected")
+        self._door = FrontDoor(
+            self.dispatch,
+            Limits(head_timeout=listen.client_read_timeout,
+                   max_header_bytes=listen.max_header_bytes, max_headers=listen.max_headers,
+                   max_body_bytes=listen.max_body_bytes),
+            on_refused=lambda _status: rejected.inc(), access_log=listen.access_log)
+        bound = await self._door.start(listen.host, listen.port)
+        log.info("proxy listening", extra={
+            "listen": f"{listen.host}:{bound[0][1]}", "upstream": s.upstream.url,
+            "admin": f"{s.admin.host}:{s.admin.port}"})
+
+    async def _drain(self) -> None:
+        state = self.state
+        timeout = state.settings.shutdown.drain_timeout_seconds
+        state.shutdown_deadline = time.monotonic() + timeout
+        log.info("shutting down: draining in-flight requests",
+                 extra={"drain_timeout_seconds": timeout})
+        await self._door.shutdown(timeout)
+
+    async def _stop_drain(self, task: asyncio.Task[None]) -> None:
+        runtime.release(task)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        state = self.state
+        if state.spool is not None and state.spool.records and state.publisher is not None \
+                and state.publisher.connected:
+            try:
+                async with asyncio.timeout(_remaining(state, minimum=2.0)):
+                    await _drain_once(state)
+            except TimeoutError:
+                pass
+            except Exception as exc:
+                log.warning("last spool drain stopped", extra={"error": repr(exc)})
+            log.info("spool at shutdown", extra={"records_left": state.spool.records})
+
+    async def _close_resources(self, client: UpstreamClient, publisher: Publisher) -> None:
+        state = self.state
+        state.proxy = None
+        await client.close()
+        # Requests in progress have finished (or were cut at the drain timeout): flush.
+        await publisher.stop(timeout=_remaining(state, minimum=2.0))
+        if state.spool is not None:
+            await state.spool.close()
 
 
 def _spool_backlog(spool: Spool | None) -> Callable[[], bool]:
@@ -141,26 +231,6 @@ def _remaining(state: State, minimum: float) -> float:
     if state.shutdown_deadline is None:
         return minimum
     return max(minimum, state.shutdown_deadline - time.monotonic())
-
-
-async def _drain_ctx(app: web.Application) -> AsyncIterator[None]:
-    state = app[STATE]
-    task = asyncio.create_task(_drain_loop(state), name="spool-drain")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    if state.spool is not None and state.spool.records and state.publisher is not None \
-            and state.publisher.connected:
-        budget = _remaining(state, minimum=2.0)
-        try:
-            async with asyncio.timeout(budget):
-                await _drain_once(state)
-        except TimeoutError:
-            pass
-        except Exception as exc:
-            log.warning("last spool drain stopped", extra={"error": repr(exc)})
-        log.info("spool at shutdown", extra={"records_left": state.spool.records})
 
 
 async def _drain_once(state: State) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -35,9 +35,8 @@ class SpoolSink(Protocol):
                      headers: Sequence[tuple[str, bytes]]) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Captured:
-    request: RequestInfo
     record_id: str
     result: str
     """``published``, ``spooled`` or ``lost``."""
@@ -47,7 +46,7 @@ class Captured:
         return self.result != "lost"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestInfo:
     """What the proxy knows about a request, enough to build the record."""
 
@@ -117,11 +116,12 @@ class Capturer:
         result = await self._park(key, value, headers)
         self._results[result].inc()
         level = logging.WARNING if result == "lost" else logging.INFO
-        log.log(level, "request captured", extra={
-            "capture_id": record.id, "kind": failure.kind, "status": failure.status,
-            "method": record.method, "path": record.path, "body_bytes": len(record.body),
-            "result": result, "duration_seconds": round(time.perf_counter() - started, 6)})
-        return Captured(request=req, record_id=record.id, result=result)
+        if log.isEnabledFor(level):
+            log.log(level, "request captured", extra={
+                "capture_id": record.id, "kind": failure.kind, "status": failure.status,
+                "method": record.method, "path": record.path, "body_bytes": len(record.body),
+                "result": result, "duration_seconds": round(time.perf_counter() - started, 6)})
+        return Captured(record.id, result)
 
     async def _park(self, key: bytes, value: bytes,
                     headers: Sequence[tuple[str, bytes]]) -> str:
@@ -152,5 +152,3 @@ class Capturer:
             return "lost"
         return "spooled"
 
-
-SpoolDrain = Callable[[], Awaitable[int]]

@@ -8,10 +8,6 @@ app (``reached_upstream``); it is False only when the app provably never saw it.
 
 from __future__ import annotations
 
-import errno
-
-import aiohttp
-
 from redrive.envelope import Failure
 from sidecar import upstream
 
@@ -37,22 +33,14 @@ _REASONS = {
 
 
 def classify_exception(exc: BaseException) -> Failure:
-    """Map an upstream client exception (``sidecar.upstream`` or aiohttp's), or a
-    timeout, raised before the response headers arrived to a :class:`Failure`."""
+    """Map an exception of the upstream client (``sidecar.upstream``), or a timeout,
+    raised before the response headers arrived to a :class:`Failure`."""
     if isinstance(exc, upstream.UpstreamError):
         return _classify_upstream(exc)
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return Failure(CONNECT_TIMEOUT, None, reached_upstream=False)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        refused = exc.os_error.errno == errno.ECONNREFUSED
-        return Failure(CONNECT_REFUSED if refused else CONNECT_ERROR, None,
-                       reached_upstream=False)
     if isinstance(exc, TimeoutError):
         return Failure(READ_TIMEOUT, None, reached_upstream=True)
-    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
-        return Failure(PROTOCOL_ERROR, None, reached_upstream=True)
-    # ServerDisconnectedError, ClientOSError (ECONNRESET, EPIPE) and anything else: the
-    # bytes may have reached the app, so the worker must treat the request as seen.
+    # Anything else (ValueError for headers that cannot be sent, a bug): the bytes may
+    # have reached the app, so the worker must treat the request as seen.
     return Failure(CONNECTION_RESET, None, reached_upstream=True)
 
 

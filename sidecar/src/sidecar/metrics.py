@@ -14,10 +14,12 @@ from sidecar.failures import KINDS
 
 __all__ = ["LATENCY_BUCKETS", "OUTCOMES", "RESULTS", "SidecarMetrics"]
 
-OUTCOMES = ("proxied", "queued", "not_queued", "replay_failed", "rejected")
+OUTCOMES = ("proxied", "queued", "not_queued", "replay_failed", "not_captured", "rejected")
 """proxied: the upstream's answer was passed on; queued / not_queued: a failure was
 captured and made safe / could not be; replay_failed: a replay (never captured) whose
-upstream failed; rejected: refused before forwarding (400, 408, 413)."""
+upstream failed without an answer; not_captured: the same for a request the capture
+policy leaves out (method, path); rejected: refused before forwarding (400, 408, 413,
+431, ...)."""
 RESULTS = ("published", "spooled", "lost")
 
 
@@ -65,5 +67,3 @@ class SidecarMetrics:
             self.upstream_failures.labels(kind=kind)
         for result in RESULTS:
             self.captures.labels(result=result)
-        # Bound children for the hot path (label lookup costs a dict access and a lock).
-        self.proxied = self.requests.labels(outcome="proxied")

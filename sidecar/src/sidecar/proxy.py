@@ -2,72 +2,83 @@
 
 The happy path is kept lean on purpose (no per-request logging, no JSON, header sets
 computed once, headers kept as plain pairs, one pooled lean upstream client): the proxy
-sits in front of every request.
+sits in front of every request. The server (``sidecar.server``) has already read and
+checked the whole request, body included, before :meth:`Proxy.handle` runs.
+
+Capture policy: a failure is captured only for a method in ``REDRIVE_CAPTURE_METHODS``,
+a path not in ``REDRIVE_CAPTURE_EXCLUDE_PATHS`` and a request that is not itself a replay.
+Any other failed request gets the failure passed through: the app's own answer when it
+sent one (a 503 stays the app's 503), else a 502 (504 for a timeout) JSON answer with
+``queued: false`` and no ``X-Redrive-Id``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import Iterable
-
-import aiohttp
-from aiohttp import web
-from multidict import CIMultiDictProxy
+from collections.abc import AsyncIterator
 
 from redrive.envelope import SAFE_METHODS, Failure, merge_headers, new_id
+from redrive.headers import HOP_BY_HOP, IDEMPOTENCY_HEADER, REDRIVE_ID_HEADER, REPLAY_HEADER
 from sidecar import failures
 from sidecar.capture import Captured, Capturer, RequestInfo
 from sidecar.metrics import SidecarMetrics
+from sidecar.server import Request, Response, json_response
 from sidecar.settings import Settings
-from sidecar.upstream import Response, UpstreamClient, UpstreamError
+from sidecar.upstream import Response as UpstreamResponse
+from sidecar.upstream import UpstreamClient
 
 log = logging.getLogger(__name__)
 
-# RFC 9110 §7.6.1 connection-specific fields, plus the legacy ones proxies also strip.
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-    "upgrade", "proxy-authenticate", "proxy-authorization",
-})
 # Recomputed by the upstream client from the buffered body, or rewritten by us.
-_REQUEST_SKIP = HOP_BY_HOP | {"content-length", "x-forwarded-proto", "x-forwarded-host"}
+_FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
+_REQUEST_SKIP = HOP_BY_HOP | {"content-length", "x-forwarded-proto", "x-forwarded-host",
+                              "expect"}
+# A replay's forwarding headers were recorded at capture: passed on as they are.
+_REPLAY_SKIP = HOP_BY_HOP | {"content-length", "expect"}
 _RESPONSE_SKIP = HOP_BY_HOP | {"content-length"}
-REPLAY_HEADER = "X-Redrive-Replay"
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Bodies up to this size are read whole and answered in one write; larger ones stream.
 _BUFFER_RESPONSE_BYTES = 64 * 1024
 
 
-def _connection_tokens(headers: CIMultiDictProxy[str]) -> frozenset[str]:
-    values = headers.getall("Connection", ())
-    if not values:
-        return frozenset()
-    return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
+def _connection_tokens(headers: list[tuple[str, str]]) -> frozenset[str]:
+    return frozenset(t.strip().lower() for name, value in headers
+                     if name.lower() == "connection" for t in value.split(",") if t.strip())
 
 
-def _forward_headers(headers: CIMultiDictProxy[str], remote: str | None, scheme: str,
-                     host: str | None) -> list[tuple[str, str]]:
-    skip = _REQUEST_SKIP
-    if "Connection" in headers:
-        skip = skip | _connection_tokens(headers)
+def _forward_headers(request: Request, host: str | None,
+                     replay: bool) -> list[tuple[str, str]]:
+    """The request's end-to-end headers plus X-Forwarded-For/-Proto/-Host.
+
+    A replay's X-Forwarded-* headers were recorded at capture and are passed on as they
+    are, so the app sees what it saw the first time (not the worker's address); a
+    header the replay lacks is added as for any request."""
+    raw = request.raw_headers
+    skip = _REPLAY_SKIP if replay else _REQUEST_SKIP
+    if "Connection" in request.headers:
+        skip = skip | _connection_tokens(raw)
+    remote = request.remote
     out: list[tuple[str, str]] = []
     prior: list[str] = []
-    for name, value in headers.items():
+    present: set[str] = set()
+    for name, value in raw:
         lname = name.lower()
         if lname in skip:
             continue
-        if remote and lname == "x-forwarded-for":
-            prior.append(value)
-        else:
-            out.append((name, value))
+        if lname in _FORWARDING:
+            if not replay:
+                prior.append(value)  # only X-Forwarded-For gets here
+                continue
+            present.add(lname)
+        out.append((name, value))
     # X-Forwarded-For: append the peer to what the client sent (documented: the chain is
     # only as trustworthy as the hop before us).
-    if remote:
+    if remote and "x-forwarded-for" not in present:
         out.append(("X-Forwarded-For", ", ".join([*prior, remote]) if prior else remote))
-    out.append(("X-Forwarded-Proto", scheme))
-    if host:
+    if "x-forwarded-proto" not in present:
+        out.append(("X-Forwarded-Proto", "http"))
+    if host and "x-forwarded-host" not in present:
         out.append(("X-Forwarded-Host", host))
     return out
 
@@ -98,17 +109,18 @@ def _response_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return out
 
 
-def _json_response(status: int, payload: dict[str, object],
-                   headers: Iterable[tuple[str, str]] = ()) -> web.Response:
-    resp = web.Response(status=status, body=json.dumps(payload).encode(),
-                        content_type="application/json")
-    for name, value in headers:
-        resp.headers[name] = value
-    return resp
+class PathMatcher:
+    """Exact paths, and prefixes written with a trailing ``*`` (``/internal/*``)."""
 
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        self._exact = frozenset(p for p in patterns if not p.endswith("*"))
+        self._prefixes = tuple(p[:-1] for p in patterns if p.endswith("*"))
 
-class BodyTooLarge(Exception):
-    pass
+    def __bool__(self) -> bool:
+        return bool(self._exact or self._prefixes)
+
+    def matches(self, path: str) -> bool:
+        return path in self._exact or (bool(self._prefixes) and path.startswith(self._prefixes))
 
 
 class Proxy:
@@ -119,47 +131,38 @@ class Proxy:
                  capturer: Capturer, metrics: SidecarMetrics) -> None:
         self._client = client
         self._capturer = capturer
-        self._metrics = metrics
         self._capture_statuses = settings.upstream.capture_statuses
-        self._max_body = settings.listen.max_body_bytes
-        self._read_timeout = settings.listen.client_read_timeout
+        self._capture_methods = settings.capture.methods
+        self._exclude = PathMatcher(settings.capture.exclude_paths)
         self._accept_mode = settings.capture.failure_response == "accept"
         self._retry_after = str(settings.capture.retry_after)
         self._outcome = {o: metrics.requests.labels(outcome=o)
                          for o in ("proxied", "queued", "not_queued", "replay_failed",
-                                   "rejected")}
+                                   "not_captured")}
         self._failure_kind = {k: metrics.upstream_failures.labels(kind=k)
                               for k in failures.KINDS}
         self._observe = metrics.upstream_duration.observe
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    def _captures(self, method: str, target: str, replay: bool) -> bool:
+        if replay or method not in self._capture_methods:
+            return False
+        return not (self._exclude and self._exclude.matches(target.partition("?")[0]))
+
+    async def handle(self, request: Request) -> Response:
         method = request.method
         headers = request.headers
-        try:
-            body = await self._read_body(request)
-        except BodyTooLarge:
-            return self._reject(request, 413, "body_too_large",
-                                f"request body exceeds {self._max_body} bytes")
-        except TimeoutError:
-            return self._reject(request, 408, "client_timeout",
-                                "the request body did not arrive in time")
-        except aiohttp.web.HTTPException:
-            raise
-        except (aiohttp.ClientPayloadError, ValueError) as exc:
-            return self._reject(request, 400, "bad_request", f"malformed request body: {exc}")
-
-        target = request.raw_path
+        body = request.body
+        replay = REPLAY_HEADER in headers
+        target = request.target
         if target[0] == "/":
-            fwd = _forward_headers(headers, request.remote, request.scheme, request.host)
+            fwd = _forward_headers(request, headers.get("Host"), replay)
         else:
             # Absolute-form (the server let only http(s) URLs through): RFC 9112 §3.2.2,
             # the target's authority replaces Host; the app gets origin-form, as always.
             target, authority = _origin_form(target)
-            fwd = [(n, v) for n, v in _forward_headers(headers, request.remote,
-                                                       request.scheme, authority)
+            fwd = [(n, v) for n, v in _forward_headers(request, authority, replay)
                    if n.lower() != "host"]
             fwd.insert(0, ("Host", authority))
-        replay = REPLAY_HEADER in headers
         request_id: str | None = None
         idem_key = headers.get(IDEMPOTENCY_HEADER)
         if idem_key is None and method not in SAFE_METHODS:
@@ -169,9 +172,8 @@ class Proxy:
             idem_key = request_id
             fwd.append((IDEMPOTENCY_HEADER, idem_key))
 
-        # raw_path keeps the client's exact bytes (percent-encoding included); the parsed
-        # forms (request.path, request.query_string) are decoded and must not be re-sent.
-        # The client prepends the upstream URL's path prefix.
+        # The target keeps the client's exact bytes (percent-encoding included); the
+        # client prepends the upstream URL's path prefix.
         data = body if body or method not in SAFE_METHODS else None
         started = time.perf_counter()
         try:
@@ -182,133 +184,98 @@ class Proxy:
             self._observe(time.perf_counter() - started)
             failure = failures.classify_exception(exc)
             self._failure_kind[failure.kind].inc()
-            if replay:
-                return self._replay_failed(failure)
-            return await self._captured(request, target, fwd, body, request_id, idem_key,
+            if not self._captures(method, target, replay):
+                return self._not_captured(failure, replay)
+            return await self._captured(request, target, fwd, request_id, idem_key,
                                         failure, None)
         self._observe(time.perf_counter() - started)
 
         status = upstream.status
-        if status in self._capture_statuses and not replay:
-            self._failure_kind[failures.UPSTREAM_STATUS].inc()
-            retry_after = upstream.header("Retry-After")
-            upstream.release()
-            return await self._captured(request, target, fwd, body, request_id, idem_key,
-                                        failures.status_failure(status), retry_after)
         if status in self._capture_statuses:
             self._failure_kind[failures.UPSTREAM_STATUS].inc()
+            if self._captures(method, target, replay):
+                retry_after = upstream.header("Retry-After")
+                upstream.release()
+                return await self._captured(request, target, fwd, request_id, idem_key,
+                                            failures.status_failure(status), retry_after)
         return await self._pass_back(request, upstream)
 
-    async def _read_body(self, request: web.Request) -> bytes:
-        if not request.body_exists:
-            return b""
-        length = request.content_length
-        if length is not None and length > self._max_body:
-            raise BodyTooLarge
-        if length is not None:
-            # Usually the whole body came with the head: take it without arming a timer.
-            body = request.content.read_nowait(length)
-            if len(body) == length:
-                return body
-            async with asyncio.timeout(self._read_timeout):
-                return body + await request.content.readexactly(length - len(body))
-        async with asyncio.timeout(self._read_timeout):
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in request.content.iter_any():
-                size += len(chunk)
-                if size > self._max_body:
-                    raise BodyTooLarge
-                chunks.append(chunk)
-            return b"".join(chunks)
-
-    async def _pass_back(self, request: web.Request,
-                         upstream: Response) -> web.StreamResponse:
+    async def _pass_back(self, request: Request, upstream: UpstreamResponse) -> Response:
         headers = _response_headers(upstream.raw_headers)
         length = upstream.content_length
-        try:
-            if request.method == "HEAD" or upstream.status in (204, 304):
-                upstream.release()
-                head = web.Response(status=upstream.status, reason=upstream.reason,
-                                    headers=headers)
-                if length is not None and request.method == "HEAD":
-                    head.headers["Content-Length"] = str(length)
-                self._outcome["proxied"].inc()
-                return head
-            if length is not None and length <= _BUFFER_RESPONSE_BYTES:
-                body = await upstream.read()
-                self._outcome["proxied"].inc()
-                return web.Response(status=upstream.status, reason=upstream.reason,
-                                    headers=headers, body=body)
-            resp = web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                                      headers=headers)
-            if length is not None:
-                resp.content_length = length
-            await resp.prepare(request)
-            while chunk := await upstream.next_chunk():
-                await resp.write(chunk)
-            await resp.write_eof()
+        status, reason = upstream.status, upstream.reason
+        if request.method == "HEAD" or status in (204, 304):
+            upstream.release()
             self._outcome["proxied"].inc()
-            return resp
-        except (UpstreamError, aiohttp.ClientError, TimeoutError) as exc:
-            # The app's answer broke off after it started: the request was processed, so
-            # it is not captured. The client must not mistake a truncated body for a
-            # whole one, so its connection is dropped.
-            self._failure_kind[failures.CONNECTION_RESET].inc()
-            log.warning("upstream response broke off", extra={
-                "method": request.method, "status": upstream.status, "error": repr(exc)})
-            if request.transport is not None:
-                request.transport.abort()
+            return Response(status, headers, reason=reason,
+                            length=length if request.method == "HEAD" else None)
+        if length is not None and length <= _BUFFER_RESPONSE_BYTES:
+            try:
+                body = await upstream.read()
+            except Exception as exc:
+                self._broke_off(request, status, exc)
+                raise
+            finally:
+                upstream.release()
+            self._outcome["proxied"].inc()
+            return Response(status, headers, body, reason=reason)
+        return Response(status, headers, reason=reason, length=length,
+                        stream=self._stream(request, upstream))
+
+    async def _stream(self, request: Request, upstream: UpstreamResponse) -> AsyncIterator[bytes]:
+        try:
+            while chunk := await upstream.next_chunk():
+                yield chunk
+            self._outcome["proxied"].inc()
+        except Exception as exc:
+            self._broke_off(request, upstream.status, exc)
             raise
         finally:
             upstream.release()
 
-    async def _captured(self, request: web.Request, target: str, fwd: list[tuple[str, str]],
-                        body: bytes, request_id: str | None, idem_key: str | None,
-                        failure: Failure, upstream_retry_after: str | None) -> web.Response:
+    def _broke_off(self, request: Request, status: int, exc: Exception) -> None:
+        # The app's answer broke off after it started: the request was processed, so it
+        # is not captured. The server drops the client's connection.
+        self._failure_kind[failures.CONNECTION_RESET].inc()
+        log.warning("upstream response broke off", extra={
+            "method": request.method, "status": status, "error": repr(exc)})
+
+    async def _captured(self, request: Request, target: str, fwd: list[tuple[str, str]],
+                        request_id: str | None, idem_key: str | None,
+                        failure: Failure, upstream_retry_after: str | None) -> Response:
         rid = request_id or new_id()
+        # The headers as the app got them, X-Forwarded-* included, so that a replay
+        # presents the request as it first arrived.
         info = RequestInfo(
             id=rid, method=request.method, uri=target,
-            query_string=target.partition("?")[2],
-            headers=merge_headers((k, v) for k, v in fwd
-                                  if k.lower() not in _FORWARDING_HEADERS),
-            body=body, remote_addr=request.remote or "", idempotency_key=idem_key or rid)
+            query_string=target.partition("?")[2], headers=merge_headers(fwd),
+            body=request.body, remote_addr=request.remote or "",
+            idempotency_key=idem_key or rid)
         captured = await self._capturer.capture(info, failure)
         retry_after = upstream_retry_after or self._retry_after
         return self._answer(captured, retry_after)
 
-    def _answer(self, captured: Captured, retry_after: str) -> web.Response:
+    def _answer(self, captured: Captured, retry_after: str) -> Response:
         rid = captured.record_id
         if captured.queued:
             self._outcome["queued"].inc()
             if self._accept_mode:
-                return _json_response(202, {"status": "queued", "id": rid},
-                                      [("X-Redrive-Id", rid)])
+                return json_response(202, {"status": "queued", "id": rid},
+                                     [(REDRIVE_ID_HEADER, rid)])
             message = ("The service is temporarily unavailable. Your request was saved "
                        "and will be retried automatically.")
         else:
             self._outcome["not_queued"].inc()
             message = ("The service is temporarily unavailable and your request could not "
                        "be saved. Please retry later.")
-        return _json_response(503, {"error": "service_unavailable", "message": message,
-                                    "id": rid, "queued": captured.queued},
-                              [("Retry-After", retry_after), ("X-Redrive-Id", rid)])
+        return json_response(503, {"error": "service_unavailable", "message": message,
+                                   "id": rid, "queued": captured.queued},
+                             [("Retry-After", retry_after), (REDRIVE_ID_HEADER, rid)])
 
-    def _replay_failed(self, failure: Failure) -> web.Response:
-        # Replays are never captured again: the worker sees the failure and retries.
-        self._outcome["replay_failed"].inc()
+    def _not_captured(self, failure: Failure, replay: bool) -> Response:
+        # No answer from the app to pass on: say what failed, and that nothing was saved.
+        # A replay is never captured again: the worker sees the failure and retries.
+        self._outcome["replay_failed" if replay else "not_captured"].inc()
         status = 504 if failure.kind in (failures.READ_TIMEOUT, failures.CONNECT_TIMEOUT) else 502
-        return _json_response(status, {"error": failure.kind,
-                                       "message": failures.reason(failure)})
-
-    def _reject(self, request: web.Request, status: int, error: str,
-                message: str) -> web.Response:
-        self._outcome["rejected"].inc()
-        resp = _json_response(status, {"error": error, "message": message})
-        # Part of the body may still be unread: close rather than resync the stream.
-        resp.force_close()
-        return resp
-
-
-# Added by this proxy; a replay passes through the sidecar again, which adds them anew.
-_FORWARDING_HEADERS = frozenset({"x-forwarded-proto", "x-forwarded-host"})
+        return json_response(status, {"error": failure.kind,
+                                      "message": failures.reason(failure), "queued": False})

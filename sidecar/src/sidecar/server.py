@@ -1,231 +1,538 @@
-"""The proxy's HTTP/1.1 server: aiohttp's, with the guards a front door needs.
+"""The proxy's HTTP/1.1 server: an ``asyncio.Protocol`` on httptools (llhttp).
 
-aiohttp's parser (llhttp) already refuses most request-smuggling shapes with a 400:
-Content-Length beside Transfer-Encoding, duplicate Content-Length, obfuscated or repeated
+Only public API of its dependencies: httptools parses (the same llhttp aiohttp uses, and
+the one ``sidecar.upstream`` parses responses with), this module frames, times and
+answers. llhttp refuses most request-smuggling shapes on its own: Content-Length beside
+Transfer-Encoding, duplicate or signed Content-Length, obfuscated or repeated
 Transfer-Encoding, bare CR or LF, NUL and control bytes, invalid methods and targets,
-obsolete line folding. Four things it leaves to the application, and this module adds:
+obsolete line folding. What it leaves to us, and this module adds (the pure checks and
+the error answers live in ``sidecar.guards``):
 
 - Messages it parses but a reverse proxy must not pass on: versions other than HTTP/1.0
   and 1.1 (505), ``CONNECT`` (405), request targets that are neither origin-form
   (``/path``) nor an absolute http(s) URL (400), a Transfer-Encoding other than plain
-  ``chunked`` (501, or 400 on HTTP/1.0, where its framing is not trusted).
-  They are turned into error responses before any handler runs, so nothing reaches the
-  app or Kafka.
-- Error answers: aiohttp's echo the offending bytes in the body and log them, with a
-  traceback, at error level. Here the client gets a short JSON error, the log gets one
-  line with the error class, and oversized header lines or too many headers get 431.
-- A deadline for the request head. aiohttp has none (only the idle keep-alive timeout),
-  so a client trickling header bytes holds a connection forever. Here a head that starts
-  arriving must be complete within ``REDRIVE_CLIENT_READ_TIMEOUT_SECONDS`` (408, then
-  close); a new connection that sends nothing in that time is closed. The body has the
-  same deadline, enforced by the proxy handler.
-- Limits from settings: ``REDRIVE_MAX_HEADER_BYTES`` (request line and each header
-  field) and ``REDRIVE_MAX_HEADERS``.
+  ``chunked`` (501, or 400 on HTTP/1.0, where its framing is not trusted), an HTTP/1.1
+  request without exactly one ``Host`` (400). Refused before any handler runs, so
+  nothing reaches the app or Kafka.
+- Limits: ``REDRIVE_MAX_HEADER_BYTES`` (request target and each header field) and
+  ``REDRIVE_MAX_HEADERS`` (431), ``REDRIVE_MAX_BODY_BYTES`` (413, as soon as the
+  declared or received size passes it).
+- Deadlines: a request head that starts arriving must be complete within
+  ``REDRIVE_CLIENT_READ_TIMEOUT_SECONDS`` (408 ``request_timeout``), and its body again
+  within that time (408 ``client_timeout``); a new connection that sends nothing in that
+  time is closed. An idle keep-alive connection is not a slow client: it is closed after
+  ``keepalive_timeout``.
+- Error answers: a short JSON body, ``Connection: close``, never the offending bytes; one
+  rate-limited log line with the error class. After an error the connection half-closes
+  and discards what the client still sends for a moment (a lingering close), so the
+  client reads the answer instead of a reset.
 
-The hooks (``data_received``, ``handle_error``, the message queue and ``_ErrInfo``) are
-aiohttp internals: the pinned aiohttp version is tested against them
-(tests/integration/test_sidecar_hostile_http.py).
+Requests on one connection are answered in order (pipelining); the handler gets the whole
+body (bounded by ``REDRIVE_MAX_BODY_BYTES``) and returns a :class:`Response`, whose body
+is bytes or an async iterator of chunks. A client that goes away does not cancel its
+handler: a capture in progress still completes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http
 import json
 import logging
-import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
-from aiohttp.http import HttpVersion10, HttpVersion11
-from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, InvalidHeader, LineTooLong
-from aiohttp.http_parser import RawRequestMessage
-from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
-from aiohttp.web_protocol import RequestHandler, _ErrInfo
-from aiohttp.web_request import BaseRequest
-from aiohttp.web_server import Server
+import httptools
+from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, LineTooLong
+from multidict import CIMultiDict
+
+from sidecar.guards import (
+    TOO_MANY_HEADERS,
+    HttpVersion10,
+    HttpVersion11,
+    LogBudget,
+    Refused,
+    check_framing,
+    check_host,
+    check_message,
+    classify,
+    parse_error,
+)
+
+# The names tests/unit/test_http_guard.py has always imported from here.
+_classify = classify
+__all__ = ["FrontDoor", "Limits", "Refused", "Request", "Response", "check_message",
+           "json_response"]
 
 log = logging.getLogger("sidecar.http")
+access_log = logging.getLogger("sidecar.access")
 
-_ABSOLUTE_FORM = re.compile(r"(?i)^https?://[^/?#@\s]+(?:[/?#]|$)")
-_TOO_MANY_HEADERS = "Too many headers received"
-
-
-class Refused(Exception):
-    """A parsed request the proxy will not handle: status, error code, message."""
-
-    def __init__(self, status: int, error: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error = error
-        self.message = message
+_REASONS = {s.value: s.phrase for s in http.HTTPStatus}
+# Pipelined requests parsed ahead of the one being answered; past it, reading pauses.
+_MAX_QUEUED = 8
+_LINGER_SECONDS = 2.0
+_LINGER_BYTES = 4 * 1024 * 1024
+_READ_SLACK = 256 * 1024  # the most asyncio's selector transports read at once
 
 
-def check_message(msg: RawRequestMessage) -> Refused | None:
-    """Why a request parsed by llhttp must still be refused, or None."""
-    if msg.version not in (HttpVersion10, HttpVersion11):
-        return Refused(505, "http_version_not_supported",
-                       "only HTTP/1.0 and HTTP/1.1 are served on this port")
-    if msg.method == "CONNECT":
-        return Refused(405, "method_not_allowed", "CONNECT is not supported by this proxy")
-    target = msg.path
-    if not target.startswith("/") and _ABSOLUTE_FORM.match(target) is None:
-        return Refused(400, "bad_request_target",
-                       "the request target must be a path (/...) or an absolute http(s) URL")
-    codings = msg.headers.getall("Transfer-Encoding", ())
-    if codings:
-        if msg.version == HttpVersion10:
-            return Refused(400, "bad_request", "Transfer-Encoding is not valid in HTTP/1.0")
-        if ",".join(codings).strip().lower() != "chunked":
-            return Refused(501, "unsupported_transfer_coding",
-                           "only the chunked transfer coding is supported")
-    return None
+class Request:
+    """One parsed request, its body complete."""
+
+    __slots__ = ("body", "headers", "keep_alive", "method", "raw_headers", "remote",
+                 "target", "version")
+
+    def __init__(self, method: str, target: str, version: tuple[int, int],
+                 raw_headers: list[tuple[str, str]], remote: str | None,
+                 keep_alive: bool) -> None:
+        self.method = method
+        self.target = target
+        """The request target exactly as sent (percent-encoding kept)."""
+        self.version = version
+        self.raw_headers = raw_headers
+        """Header fields in the order sent, names as sent."""
+        self.headers: CIMultiDict[str] = CIMultiDict(raw_headers)
+        self.remote = remote
+        """The peer's IP address."""
+        self.keep_alive = keep_alive
+        self.body = b""
+
+    @property
+    def path(self) -> str:
+        """The raw request target (the name aiohttp's parsed head gives it)."""
+        return self.target
 
 
-def _parser_reason(exc: BaseException | None) -> str | None:
-    """llhttp's reason for a parse error ("Duplicate Content-Length"), never the bytes
-    around it (aiohttp appends them after a blank line)."""
-    if not isinstance(exc, BadHttpMessage) or isinstance(exc, (InvalidHeader, LineTooLong)):
-        return None
-    head = " ".join(exc.message.split(":\n\n", 1)[0].split())
-    if not head or "b'" in head or 'b"' in head or "bytearray(" in head or len(head) > 120:
-        return None
-    return head
+@dataclass(slots=True)
+class Response:
+    """What a handler answers. ``body`` is sent whole, unless ``stream`` yields the body
+    in chunks (framed by ``length`` when known, else chunked). For HEAD and 204/304 no
+    body is sent; ``length`` then sets the Content-Length announced for HEAD."""
+
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    reason: str = ""
+    stream: AsyncIterator[bytes] | None = None
+    length: int | None = None
+    close: bool = False
+    """Close the connection after this response."""
 
 
-def _classify(status: int, exc: BaseException | None) -> tuple[int, str, str]:
-    if isinstance(exc, Refused):
-        return exc.status, exc.error, exc.message
-    if isinstance(exc, LineTooLong) or (
-            isinstance(exc, BadHttpMessage) and exc.message == _TOO_MANY_HEADERS):
-        return (431, "request_header_fields_too_large",
-                "the request line, a header field or the number of headers is over the limit")
-    if status == 400:
-        detail = _parser_reason(exc)
-        return 400, "bad_request", f"malformed HTTP request: {detail}" if detail else \
-            "malformed HTTP request"
-    if status == 504:
-        return 504, "gateway_timeout", "the request took too long"
-    return 500, "internal_error", "the proxy failed to handle the request"
+def json_response(status: int, payload: dict[str, object],
+                  headers: list[tuple[str, str]] | None = None,
+                  *, close: bool = False) -> Response:
+    out = [("Content-Type", "application/json")]
+    if headers:
+        out.extend(headers)
+    return Response(status, out, json.dumps(payload).encode(), close=close)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 @dataclass(frozen=True)
-class Guard:
-    """What every connection of the proxy shares."""
-
+class Limits:
     head_timeout: float
-    """Seconds for a request head to arrive in full, from its first byte."""
-    on_refused: Callable[[int], None] = lambda _status: None
-    """Called with the status of every request refused before reaching the handler."""
-    log_per_second: int = 10
-    """Refusal log lines per second at most (a flood is counted, not logged line by line)."""
+    """Seconds for a request head to arrive in full from its first byte, and again for
+    its body; also how long a new connection may stay silent."""
+    max_header_bytes: int = 8190
+    """Longest request target and longest header field (name, colon, value)."""
+    max_headers: int = 128
+    max_body_bytes: int = 1_048_576
+    keepalive_timeout: float = 75.0
+    """Seconds an idle keep-alive connection is kept open."""
 
 
-class _LogBudget:
-    def __init__(self, per_second: int) -> None:
-        self.per_second = per_second
-        self.window = 0
-        self.used = 0
-        self.suppressed = 0
+class FrontDoor:
+    """The listening server: makes a :class:`_Connection` per client, stops accepting and
+    drains on :meth:`shutdown`."""
 
-    def take(self) -> tuple[bool, int]:
-        """(may log, lines suppressed since the last logged one)."""
-        now = int(time.monotonic())
-        if now != self.window:
-            self.window, self.used = now, 0
-        if self.used >= self.per_second:
-            self.suppressed += 1
-            return False, 0
-        self.used += 1
-        suppressed, self.suppressed = self.suppressed, 0
-        return True, suppressed
+    def __init__(self, handler: Handler, limits: Limits, *,
+                 on_refused: Callable[[int], None] = lambda _status: None,
+                 access_log: bool = False, log_per_second: int = 10) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.on_refused = on_refused
+        self.access_log = access_log
+        self.budget = LogBudget(log_per_second)
+        self.closing = False
+        self._server: asyncio.Server | None = None
+        self._connections: set[_Connection] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def start(self, host: str, port: int) -> list[tuple[str, int]]:
+        """Listen; returns the bound (host, port) addresses (port 0 picks a free one)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), host, port,
+                                                backlog=1024, reuse_address=True)
+        return [s.getsockname()[:2] for s in self._server.sockets]
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop accepting, close idle connections, let requests in progress finish for up
+        to ``timeout`` seconds (each then closes its connection), then cut the rest.
+        Safe to call twice."""
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._connections):
+            conn.close_if_idle()
+        self._update_idle()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            log.warning("drain timeout: cutting requests still in progress",
+                        extra={"connections": len(self._connections)})
+        cut = [task for conn in list(self._connections) if (task := conn.cut()) is not None]
+        if cut:
+            # Handlers past the drain timeout are cancelled (their captures are not made
+            # safe, and their clients got no answer), as aiohttp's shutdown did.
+            await asyncio.wait(cut, timeout=5.0)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def _update_idle(self) -> None:
+        if any(c.active for c in self._connections):
+            self._idle.clear()
+        else:
+            self._idle.set()
+
+    def added(self, conn: _Connection) -> None:
+        self._connections.add(conn)
+
+    def removed(self, conn: _Connection) -> None:
+        self._connections.discard(conn)
+        if self.closing:
+            self._update_idle()
+
+    def became_idle(self) -> None:
+        if self.closing:
+            self._update_idle()
 
 
-class GuardedRequestHandler(RequestHandler):
+# Connection phases, for the one deadline timer.
+_IDLE, _HEAD, _BODY, _BUSY = range(4)
+
+
+class _Connection(asyncio.Protocol):
     """One client connection (see the module docstring)."""
 
-    def __init__(self, manager: Server, *, guard: Guard, budget: _LogBudget,
-                 **kwargs: Any) -> None:
-        super().__init__(manager, **kwargs)
-        self._guard = guard
-        self._budget = budget
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._head_bytes = False
-        self._body: StreamReader | None = None  # the last parsed request's body
+    def __init__(self, door: FrontDoor) -> None:
+        self._door = door
+        self._limits = door.limits
+        self._loop = asyncio.get_running_loop()
+        self._parser = httptools.HttpRequestParser(self)
+        self._max_head = (self._limits.max_header_bytes * (self._limits.max_headers + 1)
+                          + _READ_SLACK)
+        self._transport: asyncio.Transport | None = None
+        self._remote: str | None = None
+        self._queue: deque[Request | BaseException] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._served = 0
+        self._closed = False
+        self._stopped_parsing = False  # after an error or an upgrade
+        self._lingering = False
+        self._lingered = 0
+        self._paused = False
+        self._writable: asyncio.Future[None] | None = None
+        # The message being parsed.
+        self._in_message = False
+        self._head_done = False
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._request: Request | None = None
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._head_size = 0
+        # One timer for every deadline: it fires, checks the phase, and re-arms.
+        self._phase = _IDLE
+        self._since = self._loop.time()
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._arm_head_timer()
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self._remote = peer[0] if isinstance(peer, tuple) else None
+        self._door.added(self)
+        if self._door.closing:
+            self.abort()
+            return
+        self._arm(self._limits.head_timeout)
 
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._cancel_head_timer()
-        super().connection_lost(exc)
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_exception(ConnectionResetError("the client went away"))
+        self._door.removed(self)
+
+    def pause_writing(self) -> None:
+        self._writable = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
 
     def data_received(self, data: bytes) -> None:
-        queued = len(self._messages)
-        parsed = self._request_count
-        super().data_received(data)
-        if self._request_count != parsed:
-            self._cancel_head_timer()
-            self._body = self._messages[-1][1] if self._messages else None
-            for i in range(queued, len(self._messages)):
-                msg, _ = self._messages[i]
-                if isinstance(msg, RawRequestMessage):
-                    refused = check_message(msg)
-                    if refused is not None:
-                        self._messages[i] = (_ErrInfo(status=refused.status, exc=refused,
-                                                      message=refused.message), EMPTY_PAYLOAD)
-        elif (data and not self._request_in_progress and not self._messages
-              and (self._body is None or self._body.is_eof())):
-            # Bytes of a new request head: no request is being handled, queued, or still
-            # receiving its body (aiohttp reads an unread body on after the answer).
-            self._head_bytes = True
-            if self._head_timer is None:
-                self._arm_head_timer()
+        if self._lingering:
+            self._lingered += len(data)
+            if self._lingered > _LINGER_BYTES:
+                self.abort()
+            return
+        if self._stopped_parsing:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # The message is complete (an Upgrade the proxy strips, so the app answers it
+            # as plain HTTP); nothing after it is parsed, and the connection closes.
+            self._stopped_parsing = True
+            if self._request is not None:  # headers of a message with no end
+                self._error(BadHttpMessage("request ended with an upgrade"))
+            elif self._queue:
+                last = self._queue[-1]
+                if isinstance(last, Request):
+                    last.keep_alive = False
+        except Exception as exc:
+            self._error(parse_error(exc))
+            return
+        if self._in_message and not self._head_done:
+            # httptools buffers a header line until it ends: bound what an unfinished head
+            # may hold. The chunk a head began in may also hold the previous request's
+            # body, hence one read's worth of slack.
+            self._head_size += len(data)
+            if self._head_size > self._max_head:
+                self._error(LineTooLong("request head", self._limits.max_header_bytes))
+                return
+        self._set_phase()
 
-    def _arm_head_timer(self) -> None:
-        self._head_timer = self._loop.call_later(self._guard.head_timeout, self._head_late)
+    # -- httptools callbacks
 
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-        self._head_bytes = False
+    def on_message_begin(self) -> None:
+        self._in_message = True
+        self._head_done = False
+        self._url = b""
+        self._headers = []
+        self._head_size = 0
 
-    def _head_late(self) -> None:
-        self._head_timer = None
-        if self._request_in_progress or self._messages or self.transport is None:
-            return  # a request is being handled: its body has its own deadline
-        if self._head_bytes:
-            self._guard.on_refused(408)
-            self._log_refusal(408, "request_timeout", "the request head did not arrive in time",
-                              None)
-            body = json.dumps({"error": "request_timeout",
-                               "message": "the request head did not arrive in time"}).encode()
-            self.transport.write(
-                b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
-        self.force_close()
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._limits.max_header_bytes:
+            raise LineTooLong("request target", self._limits.max_header_bytes)
 
-    def handle_error(self, request: BaseRequest, status: int = 500,
-                     exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
-        status, error, text = _classify(status, exc)
-        if status == 500:
-            # A bug of ours, not the client's bytes: keep the traceback.
-            self.log_exception("proxy handler failed", exc_info=exc)
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) + len(value) + 2 > self._limits.max_header_bytes:
+            raise LineTooLong("header field", self._limits.max_header_bytes)
+        if len(self._headers) >= self._limits.max_headers:
+            raise BadHttpMessage(TOO_MANY_HEADERS)
+        self._headers.append((name.decode("latin-1"),
+                              value.decode("utf-8", "surrogateescape")))
+
+    def on_headers_complete(self) -> None:
+        self._head_done = True
+        parser = self._parser
+        major, _, minor = parser.get_http_version().partition(".")
+        version = (int(major or 0), int(minor or 0))
+        request = Request(parser.get_method().decode("ascii", "replace"),
+                          self._url.decode("utf-8", "surrogateescape"), version,
+                          self._headers, self._remote, parser.should_keep_alive())
+        refused = (check_framing(request) or check_message(request)
+                   or check_host(request))
+        if refused is not None:
+            raise refused
+        length = request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > self._limits.max_body_bytes:
+            raise self._too_large()
+        self._request = request
+        self._body = []
+        self._body_size = 0
+        if (version == HttpVersion11 and self._transport is not None
+                and request.headers.get("Expect", "").lower() == "100-continue"):
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self._limits.max_body_bytes:
+            raise self._too_large()
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        request = self._request
+        self._request = None
+        self._in_message = False
+        if request is None:
+            return
+        if self._body:
+            request.body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+            self._body = []
+        self._enqueue(request)
+
+    def _too_large(self) -> Refused:
+        return Refused(413, "body_too_large",
+                       f"request body exceeds {self._limits.max_body_bytes} bytes")
+
+    # -- answering
+
+    def _enqueue(self, item: Request | BaseException) -> None:
+        self._queue.append(item)
+        if self._task is None:
+            self._task = self._loop.create_task(self._serve())
+        elif len(self._queue) > _MAX_QUEUED and not self._paused and self._transport:
+            self._paused = True
+            self._transport.pause_reading()
+
+    def _error(self, exc: BaseException) -> None:
+        """Stop parsing; answer ``exc`` after the requests queued before it."""
+        self._stopped_parsing = True
+        self._request = None
+        self._in_message = False
+        self._enqueue(exc)
+        self._set_phase()
+
+    @property
+    def active(self) -> bool:
+        """A request is being received or answered."""
+        return self._task is not None or self._in_message
+
+    async def _serve(self) -> None:
+        try:
+            while self._queue and not self._closed:
+                item = self._queue.popleft()
+                if self._paused and len(self._queue) <= _MAX_QUEUED // 2 and self._transport:
+                    self._paused = False
+                    self._transport.resume_reading()
+                if isinstance(item, BaseException):
+                    self._refuse(item)
+                    return
+                if not await self._answer(item):
+                    self.close()
+                    return
+                self._served += 1
+        finally:
+            self._task = None
+            if not self._closed:
+                self._set_phase()
+                if self._door.closing:
+                    self.close_if_idle()
+            self._door.became_idle()
+
+    async def _answer(self, request: Request) -> bool:
+        """Run the handler and write its answer; whether the connection stays open."""
+        started = time.perf_counter()
+        try:
+            response = await self._door.handler(request)
+        except Exception as exc:
+            log.error("proxy handler failed", exc_info=exc)
+            status, error, text = classify(500, exc)
+            response = json_response(status, {"error": error, "message": text}, close=True)
+        if self._closed or self._transport is None or self._transport.is_closing():
+            return False
+        keep = request.keep_alive and not response.close and not self._door.closing
+        try:
+            await self._write(request, response, keep)
+        except Exception:
+            # off mid-answer (the handler logged why); the connection is already cut.
+            return False
+        if self._door.access_log:
+            access_log.info("request", extra={
+                "method": request.method, "path": request.target.partition("?")[0],
+                "status": response.status, "remote_addr": request.remote,
+                "duration_seconds": round(time.perf_counter() - started, 6)})
+        return keep
+
+    async def _write(self, request: Request, response: Response, keep: bool) -> None:
+        transport = self._transport
+        assert transport is not None
+        status = response.status
+        lines = [f"HTTP/1.1 {status} {response.reason or _REASONS.get(status, 'Unknown')}"]
+        lines.extend(f"{name}: {value}" for name, value in response.headers)
+        no_body = request.method == "HEAD" or status in (204, 304) or status < 200
+        chunked = False
+        if no_body:
+            if response.length is not None and request.method == "HEAD":
+                lines.append(f"Content-Length: {response.length}")
+        elif response.stream is None:
+            lines.append(f"Content-Length: {len(response.body)}")
+        elif response.length is not None:
+            lines.append(f"Content-Length: {response.length}")
+        elif request.version == HttpVersion11:
+            chunked = True
+            lines.append("Transfer-Encoding: chunked")
         else:
-            self._guard.on_refused(status)
-            quiet = self._request_count == 1 and isinstance(exc, BadHttpMethod)
-            self._log_refusal(status, error, text, exc, debug=quiet)
-        if request.writer.output_size > 0:
-            raise ConnectionError("response already started; cannot send an error")
-        resp = web.Response(status=status, content_type="application/json",
-                            body=json.dumps({"error": error, "message": text}).encode())
-        resp.force_close()
-        return resp
+            keep = False  # HTTP/1.0 without a length: the close ends the body
+        if not keep:
+            lines.append("Connection: close")
+        elif request.version == HttpVersion10:
+            lines.append("Connection: keep-alive")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+        if no_body:
+            transport.write(head)
+            if response.stream is not None:
+                await _close_stream(response.stream)
+            return
+        if response.stream is None:
+            transport.write(head + response.body)
+            return
+        transport.write(head)
+        try:
+            async for chunk in response.stream:
+                if not chunk:
+                    continue
+                if chunked:
+                    transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                else:
+                    transport.write(chunk)
+                if self._writable is not None:
+                    await self._writable
+        except BaseException:
+            # Mid-body: the client must not mistake a truncated body for a whole one.
+            self.abort()
+            raise
+        finally:
+            await _close_stream(response.stream)
+        if chunked:
+            transport.write(b"0\r\n\r\n")
+
+    def _refuse(self, exc: BaseException) -> None:
+        """Answer a request refused before the handler, then close (lingering)."""
+        status, error, text = classify(400, exc)
+        self._door.on_refused(status)
+        quiet = self._served == 0 and isinstance(exc, BadHttpMethod)
+        self._log_refusal(status, error, text, exc, debug=quiet)
+        self._send_and_linger(status, error, text)
+
+    def _send_and_linger(self, status: int, error: str, text: str) -> None:
+        transport = self._transport
+        if transport is None or self._closed or transport.is_closing():
+            return
+        body = json.dumps({"error": error, "message": text}).encode()
+        transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (status, _REASONS.get(status, "Error").encode(), len(body), body))
+        self._stopped_parsing = True
+        if transport.can_write_eof():
+            # Half-close and discard what the client still sends, so it reads this answer
+            # rather than a reset (its unread bytes would make our close send RST).
+            transport.write_eof()
+            self._lingering = True
+            if self._paused:
+                self._paused = False
+                transport.resume_reading()
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_later(_LINGER_SECONDS, self.abort)
+        else:
+            transport.close()
 
     def _log_refusal(self, status: int, error: str, reason: str, exc: BaseException | None,
                      *, debug: bool = False) -> None:
@@ -233,46 +540,93 @@ class GuardedRequestHandler(RequestHandler):
         if debug:
             log.debug("request refused", extra={"status": status, "error": error})
             return
-        ok, suppressed = self._budget.take()
+        ok, suppressed = self._door.budget.take()
         if not ok:
             return
-        peer = self.peername
-        extra: dict[str, Any] = {
-            "status": status, "error": error, "reason": reason,
-            "remote_addr": peer[0] if isinstance(peer, tuple) else None}
+        extra: dict[str, Any] = {"status": status, "error": error, "reason": reason,
+                                 "remote_addr": self._remote}
         if exc is not None and not isinstance(exc, Refused):
             extra["parser_error"] = type(exc).__name__
         if suppressed:
             extra["suppressed"] = suppressed
         log.info("request refused", extra=extra)
 
+    # -- deadlines
 
-class GuardedServer(Server):
-    """aiohttp's Server, making GuardedRequestHandlers."""
+    def _set_phase(self) -> None:
+        if self._lingering or self._closed:
+            return
+        if self._task is not None:
+            phase = _BUSY
+        elif self._in_message:
+            phase = _BODY if self._head_done else _HEAD
+        else:
+            phase = _IDLE
+        if phase == self._phase:
+            return
+        self._phase = phase
+        self._since = now = self._loop.time()
+        if phase == _BUSY:
+            return
+        limit = self._limits.keepalive_timeout if phase == _IDLE and self._served \
+            else self._limits.head_timeout
+        if self._timer is None or self._timer.when() > now + limit:
+            self._arm(limit)
 
-    guard: Guard
-    budget: _LogBudget
+    def _arm(self, delay: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(delay, self._deadline)
 
-    @classmethod
-    def adopt(cls, server: Server, guard: Guard) -> GuardedServer:
-        """The same server (no connection yet), making guarded handlers from now on."""
-        guarded = cls.__new__(cls)
-        guarded.__dict__.update(server.__dict__)
-        guarded.guard = guard
-        guarded.budget = _LogBudget(guard.log_per_second)
-        return guarded
+    def _deadline(self) -> None:
+        self._timer = None
+        if self._closed or self._lingering:
+            return
+        phase = self._phase
+        if phase == _BUSY:
+            return  # the handler's own timeouts apply; the phase after it re-arms
+        limit = self._limits.keepalive_timeout if phase == _IDLE and self._served \
+            else self._limits.head_timeout
+        left = self._since + limit - self._loop.time()
+        if left > 0:
+            self._arm(left)
+            return
+        if phase == _IDLE:
+            self.close()
+            return
+        self._door.on_refused(408)
+        if phase == _HEAD:
+            error, text = "request_timeout", "the request head did not arrive in time"
+        else:
+            error, text = "client_timeout", "the request body did not arrive in time"
+        self._log_refusal(408, error, text, None)
+        self._in_message = False
+        self._send_and_linger(408, error, text)
 
-    def __call__(self) -> RequestHandler:
-        return GuardedRequestHandler(self, guard=self.guard, budget=self.budget,
-                                     loop=self._loop, **self._kwargs)
+    # -- closing
+
+    def close_if_idle(self) -> None:
+        if not self.active:
+            self.close()
+
+    def close(self) -> None:
+        if self._transport is not None and not self._closed:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None and not self._closed:
+            self._transport.abort()
+
+    def cut(self) -> asyncio.Task[None] | None:
+        """Abort the connection and cancel its handler; the task, if one was running."""
+        task = self._task
+        if task is not None:
+            task.cancel()
+        self.abort()
+        return task
 
 
-class GuardedRunner(web.AppRunner):
-    """An AppRunner whose server is a GuardedServer."""
-
-    def __init__(self, app: web.Application, *, guard: Guard, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
-        self.guard = guard
-
-    async def _make_server(self) -> Server:
-        return GuardedServer.adopt(await super()._make_server(), self.guard)
+async def _close_stream(stream: AsyncIterator[bytes]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()

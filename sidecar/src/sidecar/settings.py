@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from redrive.settings import (
 )
 
 FAILURE_RESPONSES = ("reject", "accept")
+_METHOD = re.compile(r"^[A-Z][A-Z0-9_-]*$")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,13 @@ class CaptureSettings:
     """Retry-After seconds in our own 503s (``REDRIVE_RETRY_AFTER_SECONDS``)."""
     publish_timeout: float = 5.0
     """Longest wait for Kafka's acknowledgement (``REDRIVE_PUBLISH_TIMEOUT_SECONDS``)."""
+    methods: frozenset[str] = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+    """Methods whose failures are captured (``REDRIVE_CAPTURE_METHODS``). Safe methods are
+    not by default: a GET replayed an hour later helps nobody. Other methods get the
+    failure passed through with ``queued: false``."""
+    exclude_paths: tuple[str, ...] = ()
+    """Paths never captured (``REDRIVE_CAPTURE_EXCLUDE_PATHS``): exact paths, or prefixes
+    with a trailing ``*``; e.g. kubelet probe paths through an intercepted port."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,8 @@ class Settings:
                                         choices=FAILURE_RESPONSES),
             retry_after=env.integer("REDRIVE_RETRY_AFTER_SECONDS", 5, minimum=0),
             publish_timeout=env.number("REDRIVE_PUBLISH_TIMEOUT_SECONDS", 5.0, positive=True),
+            methods=_methods(env),
+            exclude_paths=_exclude_paths(env),
         )
         spool_dir = env.optional("REDRIVE_SPOOL_DIR")
         spool = SpoolSettings(
@@ -129,3 +140,21 @@ class Settings:
         )
         env.check()
         return settings
+
+
+def _methods(env: Env) -> frozenset[str]:
+    methods = env.csv("REDRIVE_CAPTURE_METHODS", "POST,PUT,PATCH,DELETE")
+    bad = [m for m in methods if not _METHOD.match(m.upper())]
+    if bad:
+        env.problem("REDRIVE_CAPTURE_METHODS", f"not HTTP method names: {', '.join(bad)}")
+    return frozenset(m.upper() for m in methods)
+
+
+def _exclude_paths(env: Env) -> tuple[str, ...]:
+    paths = env.csv("REDRIVE_CAPTURE_EXCLUDE_PATHS", "")
+    bad = [p for p in paths if not p.startswith("/") or "*" in p[:-1] or "?" in p]
+    if bad:
+        env.problem("REDRIVE_CAPTURE_EXCLUDE_PATHS",
+                    "each entry must be a path starting with '/', without a query, with at "
+                    f"most a trailing '*': {', '.join(bad)}")
+    return paths

@@ -117,8 +117,6 @@ class SpoolFull(SpoolError):
     """An append was refused (over ``max_bytes``, disk full, record too large); nothing
     of the record is stored."""
 
-    retriable = True
-
 
 # --- the pure part: frames ---------------------------------------------------------
 

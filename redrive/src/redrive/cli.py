@@ -18,7 +18,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import IO, Any
 
@@ -369,8 +369,22 @@ async def cmd_replay(args: argparse.Namespace, settings: CliSettings, out: IO[st
             out.write(f"{verb} {_describe(e.letter)}\n")
         out.write(f"{verb} {len(chosen)} record(s) to {kafka.topic}\n")
         return 0
-    interval = 1.0 / args.rate if args.rate > 0 else 0.0
-    async with publisher(kafka, settings.timeout_seconds) as pub:
+    await replay_entries(kafka, chosen, by=by, rate=args.rate, signing=settings.signing,
+                         timeout=settings.timeout_seconds,
+                         on_each=lambda e: out.write(f"{verb} {_describe(e.letter)}\n"))
+    out.write(f"{verb} {len(chosen)} record(s) to {kafka.topic}\n")
+    return 0
+
+
+async def replay_entries(kafka: KafkaSettings, chosen: Sequence[Entry], *, by: str,
+                         rate: float, signing: SigningKeys | None, timeout: float,
+                         on_each: Callable[[Entry], object] = lambda _e: None) -> None:
+    """Put ``chosen`` (replayable entries) back on the capture topic, attempts reset,
+    signed with the first signing key when one is set, each followed by a replay marker on
+    the DLQ; at most ``rate`` records a second (0: no limit). Shared by ``dlq replay`` and
+    the console. Raises :class:`CliError` when Kafka is unreachable or refuses a record."""
+    interval = 1.0 / rate if rate > 0 else 0.0
+    async with publisher(kafka, timeout) as pub:
         next_at = time.monotonic()
         for e in chosen:
             delay = next_at - time.monotonic()
@@ -382,15 +396,11 @@ async def cmd_replay(args: argparse.Namespace, settings: CliSettings, out: IO[st
             record = back_on_the_main_topic(e.letter.record, e.letter, by=by, at=at, entry=e)
             value = encode(record)
             await publish(pub, kafka.topic, record.id.encode(), value,
-                          with_signature(list(KAFKA_HEADERS), value, settings.signing),
-                          settings.timeout_seconds)
+                          with_signature(list(KAFKA_HEADERS), value, signing), timeout)
             marker = replay_marker(record.id, by=by, at=at)
             await publish(pub, kafka.dlq_topic, record.id.encode(), marker,
-                          with_signature(list(KAFKA_HEADERS), marker, settings.signing),
-                          settings.timeout_seconds)
-            out.write(f"{verb} {_describe(e.letter)}\n")
-    out.write(f"{verb} {len(chosen)} record(s) to {kafka.topic}\n")
-    return 0
+                          with_signature(list(KAFKA_HEADERS), marker, signing), timeout)
+            on_each(e)
 
 
 def _describe(letter: Letter) -> str:

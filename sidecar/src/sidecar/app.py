@@ -22,10 +22,12 @@ from prometheus_client import CollectorRegistry
 
 from redrive.admin import AdminServer, Readiness, build_admin_app
 from redrive.kafka import Publisher
+from redrive.status import WELL_KNOWN_PREFIX  # issue 13
 from sidecar.capture import Capturer
 from sidecar.metrics import SidecarMetrics
 from sidecar.proxy import Proxy
 from sidecar.settings import Settings
+from sidecar.status import SidecarStatus  # issue 13: request status
 from sidecar.upstream import UpstreamClient
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ class State:
     proxy: Proxy | None = None
     shutdown_deadline: float | None = None
     drain_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    status: SidecarStatus | None = None  # issue 13: request status
 
     def readiness(self) -> Readiness:
         if self.shutdown_deadline is not None:
@@ -82,6 +85,8 @@ def build_app(settings: Settings, *, registry: CollectorRegistry | None = None,
     async def handler(request: web.Request) -> web.StreamResponse:
         proxy = state.proxy
         assert proxy is not None  # routes only serve after every context started
+        if request.raw_path.startswith(WELL_KNOWN_PREFIX) and state.status:  # issue 13
+            return await state.status.forward(request)  # issue 13
         return await proxy.handle(request)
 
     app.router.add_route("*", "/{path:.*}", handler)
@@ -120,15 +125,24 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     spool = state.spool
     capturer = Capturer(s, publisher, state.metrics, spool=spool,
                         spool_active=_spool_backlog(spool))
+    state.status = SidecarStatus(s.status, publisher, source=_source(s),  # issue 13
+                                 signing=s.security.signing_keys)
+    await state.status.start()  # issue 13
+    capturer.on_queued = state.status.queued  # issue 13
     state.publisher = publisher
     state.proxy = Proxy(s, client, capturer, state.metrics)
     yield
     state.proxy = None
+    await state.status.close()  # issue 13
     await client.close()
     # In-flight handlers have finished (or were cut at the drain timeout): flush.
     await publisher.stop(timeout=_remaining(state, minimum=2.0))
     if spool is not None:
         await spool.close()
+
+
+def _source(s: Settings) -> str:  # issue 13: the status record's `namespace/pod`
+    return f"{s.identity.namespace}/{s.identity.pod}".strip("/")
 
 
 def _spool_backlog(spool: Spool | None) -> Callable[[], bool]:

@@ -79,6 +79,7 @@ class Capturer:
         self._timeout = settings.capture.publish_timeout
         self._results = {r: metrics.captures.labels(result=r)
                          for r in ("published", "spooled", "lost")}
+        self.on_queued: Callable[[Record], None] = _ignore  # issue 13: request status
 
     def build(self, req: RequestInfo, failure: Failure) -> Record:
         kept, redacted = envelope.redact(req.headers, self._redact)
@@ -116,6 +117,8 @@ class Capturer:
         started = time.perf_counter()
         result = await self._park(key, value, headers)
         self._results[result].inc()
+        if result != "lost":
+            self.on_queued(record)  # issue 13: the `queued` status, never awaited
         level = logging.WARNING if result == "lost" else logging.INFO
         log.log(level, "request captured", extra={
             "capture_id": record.id, "kind": failure.kind, "status": failure.status,
@@ -154,3 +157,7 @@ class Capturer:
 
 
 SpoolDrain = Callable[[], Awaitable[int]]
+
+
+def _ignore(_record: Record) -> None:
+    pass

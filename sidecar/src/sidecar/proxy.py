@@ -18,6 +18,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from redrive.envelope import SAFE_METHODS, Failure, merge_headers, new_id
+from redrive.status import status_path  # issue 13: request status
 from sidecar import failures
 from sidecar.capture import Captured, Capturer, RequestInfo
 from sidecar.metrics import SidecarMetrics
@@ -279,11 +280,14 @@ class Proxy:
 
     def _answer(self, captured: Captured, retry_after: str) -> web.Response:
         rid = captured.record_id
+        status_url = status_path(rid)  # issue 13: request status
         if captured.queued:
             self._outcome["queued"].inc()
             if self._accept_mode:
-                return _json_response(202, {"status": "queued", "id": rid},
-                                      [("X-Redrive-Id", rid)])
+                return _json_response(202, {"status": "queued", "id": rid,
+                                            "status_url": status_url},  # issue 13
+                                      [("X-Redrive-Id", rid), ("Location", status_url),
+                                       ("Retry-After", retry_after)])  # issue 13
             message = ("The service is temporarily unavailable. Your request was saved "
                        "and will be retried automatically.")
         else:
@@ -291,7 +295,8 @@ class Proxy:
             message = ("The service is temporarily unavailable and your request could not "
                        "be saved. Please retry later.")
         return _json_response(503, {"error": "service_unavailable", "message": message,
-                                    "id": rid, "queued": captured.queued},
+                                    "id": rid, "queued": captured.queued,
+                                    "status_url": status_url},  # issue 13
                               [("Retry-After", retry_after), ("X-Redrive-Id", rid)])
 
     def _replay_failed(self, failure: Failure) -> web.Response:

@@ -1,0 +1,109 @@
+"""Request status end to end: a real sidecar process, two real worker processes, the real
+broker and an app on loopback that is down (hangs) until the test brings it back."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from tests.support.backend import call
+from tests.support.kafka import Broker
+from tests.support.sidecar import Sidecar, start_sidecar
+from tests.support.status import (
+    GatedApp,
+    WorkerProc,
+    get_json,
+    start_worker_process,
+    wait_for_state,
+)
+
+WELL_KNOWN = "/.well-known/redrive/requests/"
+
+
+async def test_a_capture_reads_queued_then_delivered_or_dead_lettered_on_any_replica(
+        broker: Broker, topic: str) -> None:
+    async with GatedApp() as app:
+        group = f"g-{uuid.uuid4().hex[:8]}"
+        # Replays go straight to the app with a long timeout: while the app is down the
+        # first replay hangs, so the request stays `queued` until the app is back.
+        workers: list[WorkerProc] = await asyncio.gather(*(asyncio.to_thread(
+            start_worker_process, broker.bootstrap, topic, app.url, group=group,
+            REDRIVE_TARGET_TIMEOUT_SECONDS="60", REDRIVE_DRAIN_TIMEOUT_SECONDS="1")
+            for _ in range(2)))
+        sc: Sidecar | None = None
+        try:
+            sc = await asyncio.to_thread(
+                start_sidecar, bootstrap=broker.bootstrap, topic=topic, upstream=app.url,
+                env={"REDRIVE_FAILURE_RESPONSE": "accept",
+                     "REDRIVE_UPSTREAM_TIMEOUT_SECONDS": "0.5",
+                     "REDRIVE_STATUS_URL": workers[0].status_url})
+            good = await asyncio.to_thread(call, "POST", sc.url + "/api/users", {"n": 1})
+            bad = await asyncio.to_thread(call, "POST", sc.url + "/refuse/this", {"n": 2})
+            assert good.status == 202 and bad.status == 202
+            gid, bid = good.json()["id"], bad.json()["id"]
+            assert good.headers["Location"] == WELL_KNOWN + gid
+            assert good.json()["status_url"] == WELL_KNOWN + gid
+            assert int(good.headers["Retry-After"]) >= 0
+
+            for rid in (gid, bid):
+                queued = await asyncio.to_thread(
+                    wait_for_state, sc.url + WELL_KNOWN + rid,
+                    lambda code, body: code == 200, what=f"{rid} known")
+                assert queued["state"] == "queued" and queued["attempts"] == 0
+                assert set(queued) == {"id", "state", "attempts", "updated_at", "created_at",
+                                       "response"}
+
+            app.up.set()
+            delivered = await asyncio.to_thread(
+                wait_for_state, sc.url + WELL_KNOWN + gid,
+                lambda code, body: code == 200 and body["state"] == "delivered",
+                what="delivered")
+            assert delivered["response"] == {"status": 201} and delivered["attempts"] == 1
+            dead = await asyncio.to_thread(
+                wait_for_state, sc.url + WELL_KNOWN + bid,
+                lambda code, body: code == 200 and body["state"] == "dead_lettered",
+                what="dead_lettered")
+            assert dead["reason"] == "permanent" and dead["response"] == {"status": 400}
+
+            # Every replica answers the same for every id, straight from its own view.
+            for rid, want in ((gid, delivered), (bid, dead)):
+                for w in workers:
+                    answer = await asyncio.to_thread(
+                        wait_for_state, w.status_url + "/v1/requests/" + rid,
+                        lambda code, body, want=want: code == 200
+                        and body["state"] == want["state"], what="replica agrees")
+                    assert answer == want
+
+            code, body, _ = await asyncio.to_thread(
+                get_json, workers[1].status_url + "/v1/requests/" + str(uuid.uuid4()))
+            assert code == 404 and body["error"] == "unknown_request"
+            code, body, _ = await asyncio.to_thread(
+                get_json, workers[1].status_url + "/v1/requests/not-an-id")
+            assert code == 400 and body["error"] == "malformed_id"
+            code, body, _ = await asyncio.to_thread(get_json, sc.url + WELL_KNOWN + "nope")
+            assert code == 400
+            metrics = await asyncio.to_thread(
+                call, "GET", f"http://127.0.0.1:{workers[1].admin_port}/metrics")
+            assert b"redrive_retry_worker_status_tracked_requests 2.0" in metrics.body
+        finally:
+            if sc is not None:
+                sc.process.stop()
+            for w in workers:
+                w.process.stop()
+
+
+@pytest.mark.parametrize("status_url", ["", "http://127.0.0.1:1"])
+def test_the_well_known_path_answers_503_json_when_status_is_unset_or_unreachable(
+        broker: Broker, topic: str, status_url: str) -> None:
+    env = {"REDRIVE_STATUS_URL": status_url} if status_url else {}
+    sc = start_sidecar(bootstrap=broker.bootstrap, topic=topic,
+                       upstream="http://127.0.0.1:1", env=env)
+    try:
+        code, body, headers = get_json(sc.url + WELL_KNOWN + str(uuid.uuid4()))
+        assert code == 503 and body["error"] == "status_unavailable"
+        assert headers["Retry-After"] and headers["Content-Type"].startswith("application/json")
+        assert ("REDRIVE_STATUS_URL" in body["message"]) == (not status_url)
+    finally:
+        sc.process.stop()

@@ -1,0 +1,166 @@
+"""The status record, the per-replica view and the fire-and-forget writer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from redrive.envelope import new_id
+from redrive.errors import ConfigError, PublishError
+from redrive.settings import Env
+from redrive.status import (
+    StatusError,
+    StatusRecord,
+    decode,
+    encode,
+    status_path,
+    status_topic,
+    valid_id,
+)
+from redrive.status_writer import StatusWriter
+from retry_worker.settings import Settings as WorkerSettings
+from retry_worker.status_store import StatusView
+from sidecar.settings import Settings as SidecarSettings
+
+
+def rec(rid: str, state: str, at: float, **kw: object) -> StatusRecord:
+    fields: dict[str, object] = {"attempts": 0, "captured_at": 100.0, **kw}
+    return StatusRecord(id=rid, state=state, updated_at=at, **fields)  # type: ignore[arg-type]
+
+
+def test_a_record_round_trips_and_its_public_answer_says_nothing_about_the_request() -> None:
+    rid = new_id()
+    r = rec(rid, "dead_lettered", 105.0, attempts=3, response=400, reason="permanent",
+            detail="the service answered 400", method="POST", path="/api/pay",
+            source="shop/api-0", attempt={"at": 104.0, "status": 400, "duration_seconds": 0.1})
+    assert decode(encode(r)) == r
+    assert r.public() == {"id": rid, "state": "dead_lettered", "attempts": 3,
+                          "updated_at": 105.0, "created_at": 100.0,
+                          "response": {"status": 400}, "reason": "permanent"}
+    assert "reason" not in rec(rid, "delivered", 1.0).public()
+
+
+@pytest.mark.parametrize("value", [
+    b"not json", b"[]", b'{"version": 2}',
+    b'{"version":1,"id":"x","state":"queued","attempts":0,"updated_at":1,"captured_at":1}',
+    b'{"version":1,"id":"01a23217-0417-7b8e-937e-cb2c44830dde","state":"lost",'
+    b'"attempts":0,"updated_at":1,"captured_at":1}',
+    b'{"version":1,"id":"01a23217-0417-7b8e-937e-cb2c44830dde","state":"queued",'
+    b'"attempts":-1,"updated_at":1,"captured_at":1}',
+])
+def test_values_that_are_not_status_records_are_refused(value: bytes) -> None:
+    with pytest.raises(StatusError):
+        decode(value)
+
+
+def test_ids_names_and_paths() -> None:
+    assert valid_id(new_id()) and not valid_id("../../etc") and not valid_id("")
+    assert status_topic("orders") == "orders.status"
+    assert status_path("abc") == "/.well-known/redrive/requests/abc"
+
+
+def test_the_view_keeps_the_latest_state_and_a_late_queued_never_goes_back() -> None:
+    view = StatusView()
+    rid = new_id()
+    assert view.apply(rec(rid, "retrying", 10.0, attempts=1))
+    assert not view.apply(rec(rid, "queued", 9.0))  # the sidecar's write lost the race
+    assert view.apply(rec(rid, "delivered", 12.0, attempts=2, response=201))
+    assert not view.apply(rec(rid, "retrying", 11.0, attempts=1))  # stale
+    assert not view.apply(rec(rid, "delivered", 12.0, attempts=2, response=201))  # repeat
+    got = view.get(rid)
+    assert got is not None and got.state == "delivered" and got.response == 201
+    assert got.attempts == 2 and view.get(new_id()) is None
+    recent = view.recent(rid)
+    assert recent is not None and [s for _, s in recent.states] == ["retrying", "delivered"]
+    assert view.minutes and sum(row[0] for row in view.minutes.values()) == 1
+
+
+def test_the_view_is_bounded_by_count_and_age() -> None:
+    now = [1000.0]
+    view = StatusView(max_tracked=3, max_age=100.0, recent=2, clock=lambda: now[0])
+    ids = [new_id() for _ in range(5)]
+    for i, rid in enumerate(ids):
+        view.apply(rec(rid, "queued", 950.0 + i))
+    assert len(view) == 3 and view.get(ids[0]) is None and view.get(ids[4]) is not None
+    assert len(list(view.recents())) == 2
+    now[0] = 1053.5
+    assert view.expire() == 2 and len(view) == 1
+
+
+class FakePublisher:
+    def __init__(self, fail: int = 0) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+        self.fail = fail
+
+    async def publish(self, topic: str, key: bytes, value: bytes,
+                      headers: Sequence[tuple[str, bytes]], timeout: float) -> object:
+        await asyncio.sleep(0)
+        if self.fail:
+            self.fail -= 1
+            raise PublishError("down")
+        self.sent.append((topic, key))
+        return None
+
+
+async def test_the_writer_returns_at_once_and_sends_in_order() -> None:
+    pub = FakePublisher()
+    writer = StatusWriter(pub, "t.status")
+    await writer.start()
+    ids = [new_id() for _ in range(50)]
+    for rid in ids:
+        writer.write(rec(rid, "queued", 1.0))
+    assert pub.sent == []  # nothing was awaited by write()
+    await writer.stop(timeout=5)
+    assert [k.decode() for _, k in pub.sent] == ids
+
+
+async def test_the_writer_drops_the_oldest_past_its_bound_and_keeps_what_kafka_refused() -> None:
+    results: list[str] = []
+    pub = FakePublisher(fail=1)
+    writer = StatusWriter(pub, "t.status", retry=False, max_pending=2,
+                          on_result=results.append)
+    ids = [new_id() for _ in range(3)]
+    for rid in ids:
+        writer.write(rec(rid, "queued", 1.0))
+    assert results == ["dropped"]
+    await writer.start()
+    await writer.stop(timeout=5)
+    assert [k.decode() for _, k in pub.sent] == [ids[2]]
+    unsent = writer.unsent(ids[1])
+    assert unsent is not None and unsent.state == "queued"
+    assert writer.unsent(ids[2]) is None
+
+
+async def test_with_retry_the_writer_tries_again_in_order() -> None:
+    pub = FakePublisher(fail=2)
+    writer = StatusWriter(pub, "t.status", retry=True)
+    await writer.start()
+    ids = [new_id() for _ in range(2)]
+    for rid in ids:
+        writer.write(rec(rid, "queued", 1.0))
+    async with asyncio.timeout(5):
+        while len(pub.sent) < 2:
+            await asyncio.sleep(0.01)
+    await writer.stop()
+    assert [k.decode() for _, k in pub.sent] == ids
+
+
+def test_status_settings_default_from_the_topic_and_are_validated() -> None:
+    w = WorkerSettings.from_env({"REDRIVE_TOPIC": "orders"})
+    assert w.status.topic == "orders.status" and w.status.port == 9080
+    assert w.status.console_token is None
+    s = SidecarSettings.from_env({"REDRIVE_TOPIC": "orders",
+                                  "REDRIVE_STATUS_URL": "http://worker:9080/"})
+    assert s.status.topic == "orders.status" and s.status.url == "http://worker:9080"
+    with pytest.raises(ConfigError) as info:
+        WorkerSettings.from_env({"REDRIVE_CONSOLE_TOKEN": "short",
+                                 "REDRIVE_STATUS_TOPIC": "failed-requests.dlq",
+                                 "REDRIVE_STATUS_PORT": "70000"})
+    text = info.value.render()
+    for name in ("REDRIVE_CONSOLE_TOKEN", "REDRIVE_STATUS_TOPIC", "REDRIVE_STATUS_PORT"):
+        assert name in text
+    with pytest.raises(ConfigError, match="REDRIVE_STATUS_URL"):
+        SidecarSettings.from_env({"REDRIVE_STATUS_URL": "ftp://x"})
+    assert Env({}).optional("REDRIVE_STATUS_URL") is None

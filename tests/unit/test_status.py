@@ -90,18 +90,22 @@ def test_the_view_is_bounded_by_count_and_age() -> None:
 
 
 class FakePublisher:
+    """Acknowledges each enqueued record on the next loop turn (or refuses ``fail``)."""
+
     def __init__(self, fail: int = 0) -> None:
         self.sent: list[tuple[str, bytes]] = []
         self.fail = fail
 
-    async def publish(self, topic: str, key: bytes, value: bytes,
-                      headers: Sequence[tuple[str, bytes]], timeout: float) -> object:
-        await asyncio.sleep(0)
+    def enqueue(self, topic: str, key: bytes, value: bytes,
+                headers: Sequence[tuple[str, bytes]]) -> asyncio.Future[object]:
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         if self.fail:
             self.fail -= 1
-            raise PublishError("down")
-        self.sent.append((topic, key))
-        return None
+            future.set_exception(PublishError("down"))
+        else:
+            self.sent.append((topic, key))
+            asyncio.get_running_loop().call_soon(future.set_result, None)
+        return future
 
 
 async def test_the_writer_returns_at_once_and_sends_in_order() -> None:
@@ -120,7 +124,7 @@ async def test_the_writer_drops_the_oldest_past_its_bound_and_keeps_what_kafka_r
     results: list[str] = []
     pub = FakePublisher(fail=1)
     writer = StatusWriter(pub, "t.status", retry=False, max_pending=2,
-                          on_result=results.append)
+                          on_result=lambda r, n: results.extend([r] * n))
     ids = [new_id() for _ in range(3)]
     for rid in ids:
         writer.write(rec(rid, "queued", 1.0))
@@ -164,3 +168,62 @@ def test_status_settings_default_from_the_topic_and_are_validated() -> None:
     with pytest.raises(ConfigError, match="REDRIVE_STATUS_URL"):
         SidecarSettings.from_env({"REDRIVE_STATUS_URL": "ftp://x"})
     assert Env({}).optional("REDRIVE_STATUS_URL") is None
+
+
+def test_the_fast_encoder_writes_what_to_dict_says() -> None:
+    import json
+
+    r = rec(new_id(), "retrying", 1796136759.8404, attempts=2, response=503,
+            method="POST", path='/a"b\\c/\u00e9\n', source="ns/pod",
+            attempt={"at": 1.5, "error": "timeout", "duration_seconds": 3.0})
+    assert json.loads(encode(r)) == r.to_dict()
+    assert decode(encode(r)) == rec(r.id, "retrying", 1796136759.84, attempts=2,
+                                    response=503, method="POST", path='/a"b\\c/\u00e9\n',
+                                    source="ns/pod", attempt=r.attempt)
+
+
+def test_a_queued_batch_round_trips_and_skips_unreadable_entries() -> None:
+    import json
+
+    from redrive.status import decode_any, encode_queued_batch
+
+    a, b = new_id(), new_id()
+    value = encode_queued_batch([(a, 1.0, 1.5, "POST", "/x"), (b, 2.0, 2.5, "PUT", '/"y"')],
+                                "ns/pod-0")
+    got = decode_any(value)
+    assert [(r.id, r.state, r.captured_at, r.updated_at, r.method, r.path, r.source)
+            for r in got] == [(a, "queued", 1.0, 1.5, "POST", "/x", "ns/pod-0"),
+                              (b, "queued", 2.0, 2.5, "PUT", '/"y"', "ns/pod-0")]
+    obj = json.loads(value)
+    obj["requests"].append(["not-an-id", 1, 1, "GET", "/"])
+    assert len(decode_any(json.dumps(obj).encode())) == 2
+    single = rec(a, "delivered", 3.0, attempts=1, response=200)
+    assert decode_any(encode(single)) == [single]
+
+
+async def test_the_batcher_sends_many_states_in_few_records_and_keeps_refused_ones() -> None:
+    from redrive.status import decode_any
+    from redrive.status_writer import QueuedBatcher
+
+    class Recorder(FakePublisher):
+        def __init__(self, fail: int = 0) -> None:
+            super().__init__(fail)
+            self.values: list[bytes] = []
+
+        def enqueue(self, topic: str, key: bytes, value: bytes,
+                    headers: Sequence[tuple[str, bytes]]) -> asyncio.Future[object]:
+            self.values.append(value)
+            return super().enqueue(topic, key, value, headers)
+
+    pub = Recorder(fail=1)
+    batcher = QueuedBatcher(pub, "t.status", "ns/pod", linger=0.01, max_batch=40)
+    await batcher.start()
+    ids = [new_id() for _ in range(100)]
+    for rid in ids:
+        batcher.add(rid, 1.0, "POST", "/p")
+    await batcher.stop(timeout=5)
+    assert len(pub.values) == 3  # 40 + 40 + 20; the first was refused
+    written = [r.id for v in pub.values[1:] for r in decode_any(v)]
+    assert written == ids[40:]
+    assert all(batcher.unsent(rid) is not None for rid in ids[:40])
+    assert batcher.unsent(ids[50]) is None

@@ -19,6 +19,7 @@ keeps the latest state per id itself, and a ``queued`` that arrives after any ot
 from __future__ import annotations
 
 import json
+import json.encoder
 import math
 import re
 from dataclasses import dataclass
@@ -128,8 +129,31 @@ class StatusRecord:
         return out
 
 
+_quote = json.encoder.encode_basestring_ascii  # the C string encoder json.dumps uses
+
+
 def encode(record: StatusRecord) -> bytes:
-    return json.dumps(record.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+    """The JSON of :meth:`StatusRecord.to_dict`, formatted directly: it runs once per
+    capture on the sidecar, where ``json.dumps`` of a dict would cost several times more."""
+    r = record
+    out = (f'{{"version":{RECORD_VERSION},"id":{_quote(r.id)},"state":{_quote(r.state)},'
+           f'"attempts":{int(r.attempts)},"updated_at":{r.updated_at:.3f},'
+           f'"captured_at":{r.captured_at:.3f}')
+    if r.response is not None:
+        out += f',"response":{int(r.response)}'
+    if r.reason is not None:
+        out += ',"reason":' + _quote(r.reason)
+    if r.detail is not None:
+        out += ',"detail":' + _quote(r.detail)
+    if r.attempt is not None:
+        out += ',"attempt":' + json.dumps(r.attempt, separators=(",", ":"))
+    if r.method:
+        out += ',"method":' + _quote(r.method)
+    if r.path:
+        out += ',"path":' + _quote(r.path)
+    if r.source:
+        out += ',"source":' + _quote(r.source)
+    return (out + "}").encode()
 
 
 class StatusError(ValueError):
@@ -148,14 +172,22 @@ def _text(obj: dict[str, Any], name: str, limit: int = 2048) -> str:
     return value[:limit] if isinstance(value, str) else ""
 
 
-def decode(value: bytes) -> StatusRecord:
-    """Read one status-topic value. Raises :class:`StatusError` for anything else."""
+def _load(value: bytes) -> dict[str, Any]:
     try:
         obj = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise StatusError(f"not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise StatusError("not a JSON object")
+    return obj
+
+
+def decode(value: bytes) -> StatusRecord:
+    """Read one status-topic value. Raises :class:`StatusError` for anything else."""
+    return _from_dict(_load(value))
+
+
+def _from_dict(obj: dict[str, Any]) -> StatusRecord:
     if obj.get("version") != RECORD_VERSION:
         raise StatusError(f"unknown version {obj.get('version')!r}")
     rid, state = obj.get("id"), obj.get("state")
@@ -178,3 +210,54 @@ def decode(value: bytes) -> StatusRecord:
         detail=_text(obj, "detail") or None, method=_text(obj, "method", 16),
         path=_text(obj, "path"), source=_text(obj, "source", 256),
         attempt=attempt if isinstance(attempt, dict) else None)
+
+
+BULK_KEY_PREFIX = "queued-batch:"
+"""Key prefix of the sidecar's batched ``queued`` records (each key is unique)."""
+
+
+def encode_queued_batch(entries: list[tuple[str, float, float, str, str]],
+                        source: str) -> bytes:
+    """Many ``queued`` states in one Kafka record: ``(id, captured_at, updated_at, method,
+    path)`` each, all from one sidecar (``source``).
+
+    The sidecar batches its ``queued`` writes because one Kafka record per capture would
+    cost the capture path a measurable share of its rate; a batch costs it a tuple append.
+    A batch's key is unique (:data:`BULK_KEY_PREFIX` + a fresh id), so compaction never
+    folds one into another: batches leave the topic by its retention time. The worker's
+    later states are keyed by capture id as usual, and win over ``queued`` in any order.
+    """
+    parts = [f'{{"version":{RECORD_VERSION},"state":"queued","source":{_quote(source)},'
+             '"requests":[']
+    parts.append(",".join(
+        f'[{_quote(rid)},{captured:.3f},{updated:.3f},{_quote(method)},{_quote(path)}]'
+        for rid, captured, updated, method, path in entries))
+    parts.append("]}")
+    return "".join(parts).encode()
+
+
+def decode_any(value: bytes) -> list[StatusRecord]:
+    """The states in one status-topic value: one record, or a sidecar's queued batch.
+    Raises :class:`StatusError` when the value is neither (unreadable entries of a batch
+    are skipped)."""
+    obj = _load(value)
+    requests = obj.get("requests")
+    if requests is None:
+        return [_from_dict(obj)]
+    if obj.get("version") != RECORD_VERSION or obj.get("state") != QUEUED \
+            or not isinstance(requests, list):
+        raise StatusError("not a queued batch this version can read")
+    source = _text(obj, "source", 256)
+    out = []
+    for item in requests:
+        if not (isinstance(item, list) and len(item) == 5 and isinstance(item[0], str)
+                and valid_id(item[0]) and all(isinstance(t, int | float)
+                                              and not isinstance(t, bool)
+                                              and math.isfinite(t) for t in item[1:3])):
+            continue
+        out.append(StatusRecord(
+            id=item[0].lower(), state=QUEUED, attempts=0, updated_at=float(item[2]),
+            captured_at=float(item[1]), source=source,
+            method=item[3][:16] if isinstance(item[3], str) else "",
+            path=item[4][:2048] if isinstance(item[4], str) else ""))
+    return out

@@ -20,18 +20,21 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
+from redrive.envelope import new_id
 from redrive.errors import PublishError
 from redrive.signing import SigningKeys, with_signature
-from redrive.status import StatusRecord, encode
+from redrive.status import BULK_KEY_PREFIX, StatusRecord, encode, encode_queued_batch
 
 log = logging.getLogger(__name__)
 
 
-class Publish(Protocol):
-    async def publish(self, topic: str, key: bytes, value: bytes,
-                      headers: Sequence[tuple[str, bytes]], timeout: float) -> object: ...
+class Enqueue(Protocol):
+    """The seam to :meth:`redrive.kafka.Publisher.enqueue`."""
+
+    def enqueue(self, topic: str, key: bytes, value: bytes,
+                headers: Sequence[tuple[str, bytes]]) -> asyncio.Future[Any]: ...
 
 
 STATUS_HEADERS: list[tuple[str, bytes]] = [("redrive-status-version", b"1")]
@@ -40,11 +43,12 @@ STATUS_HEADERS: list[tuple[str, bytes]] = [("redrive-status-version", b"1")]
 class StatusWriter:
     """Fire-and-forget status records to one topic, in order, bounded."""
 
-    def __init__(self, publisher: Publish, topic: str, *, timeout: float = 5.0,
+    def __init__(self, publisher: Enqueue, topic: str, *, timeout: float = 5.0,
                  max_pending: int = 10_000, retry: bool = True,
                  signing: SigningKeys | None = None, max_unsent: int = 100_000,
                  unsent_ttl: float = 3600.0,
-                 on_result: Callable[[str], None] = lambda _result: None,
+                 on_result: Callable[[str, int], None] = lambda _result, _count: None,
+                 linger: float = 0.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.topic = topic
         self._publisher = publisher
@@ -61,6 +65,8 @@ class StatusWriter:
         self._on_result = on_result
         self._clock = clock
         self._closing = False
+        self._linger = linger
+        self._in_flight = False
 
     @property
     def pending(self) -> int:
@@ -72,7 +78,7 @@ class StatusWriter:
             return
         if len(self._pending) >= self._max_pending:
             self._pending.popleft()
-            self._on_result("dropped")
+            self._on_result("dropped", 1)
         self._pending.append(record)
         self._wakeup.set()
 
@@ -99,7 +105,8 @@ class StatusWriter:
         if task is None:
             return
         deadline = asyncio.get_running_loop().time() + timeout
-        while self._pending and asyncio.get_running_loop().time() < deadline:
+        while (self._pending or self._in_flight) and \
+                asyncio.get_running_loop().time() < deadline:
             self._wakeup.set()
             await asyncio.sleep(0.02)
         task.cancel()
@@ -114,14 +121,19 @@ class StatusWriter:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
+            if self._linger and not self._closing:
+                # Let records gather: bigger batches cost less per record.
+                await asyncio.sleep(self._linger)
             batch = list(self._pending)
             self._pending.clear()
             if not batch:
                 continue
-            results = await asyncio.gather(*(self._publish(r) for r in batch))
-            failed = [r for r, ok in zip(batch, results, strict=True) if not ok]
-            for _ in range(len(batch) - len(failed)):
-                self._on_result("written")
+            self._in_flight = True
+            try:
+                failed = await self._send(batch)
+            finally:
+                self._in_flight = False
+            self._on_result("written", len(batch) - len(failed))
             if not failed:
                 delay = 0.2
                 continue
@@ -130,27 +142,167 @@ class StatusWriter:
                 self._pending.extendleft(reversed(failed))
                 while len(self._pending) > self._max_pending:
                     self._pending.popleft()
-                    self._on_result("dropped")
+                    self._on_result("dropped", 1)
                 await asyncio.sleep(delay)
                 delay = min(5.0, delay * 2)
                 self._wakeup.set()
             else:
                 now = self._clock()
                 for record in failed:
-                    self._on_result("failed")
+                    self._on_result("failed", 1)
                     self._unsent.pop(record.id, None)
                     self._unsent[record.id] = (now, record)
                 while len(self._unsent) > self._max_unsent:
                     self._unsent.pop(next(iter(self._unsent)))
 
-    async def _publish(self, record: StatusRecord) -> bool:
-        value = encode(record)
-        headers = with_signature(list(STATUS_HEADERS), value, self._signing)
-        try:
-            await self._publisher.publish(self.topic, record.id.encode(), value, headers,
-                                          self._timeout)
-        except PublishError as exc:
-            log.debug("status record not written", extra={
-                "capture_id": record.id, "state": record.state, "error": str(exc)})
-            return False
-        return True
+    async def _send(self, batch: list[StatusRecord]) -> list[StatusRecord]:
+        """Hand ``batch`` to the publisher at once (no task or timer per record) and wait,
+        at most ``timeout`` seconds for all; the records Kafka did not take."""
+        sent: list[tuple[StatusRecord, asyncio.Future[object]]] = []
+        failed: list[StatusRecord] = []
+        for record in batch:
+            value = encode(record)
+            headers = (STATUS_HEADERS if self._signing is None
+                       else with_signature(list(STATUS_HEADERS), value, self._signing))
+            try:
+                sent.append((record, self._publisher.enqueue(self.topic, record.id.encode(),
+                                                             value, headers)))
+            except PublishError:
+                failed.append(record)
+        if sent:
+            futures = [f for _, f in sent]
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await asyncio.wait(futures)
+            except TimeoutError:
+                for f in futures:
+                    f.cancel()  # the publisher drops what it has not sent yet
+            for record, f in sent:
+                if f.cancelled() or f.exception() is not None:
+                    failed.append(record)
+        return failed
+
+
+QueuedEntry = tuple[str, float, float, str, str]
+"""(capture id, captured_at, updated_at, method, path) of one ``queued`` state."""
+
+
+class QueuedBatcher:
+    """The sidecar's ``queued`` states, many per Kafka record (see
+    :func:`redrive.status.encode_queued_batch` for why), fire and forget.
+
+    :meth:`add` appends a tuple and returns; a sender task publishes what gathered every
+    ``linger`` seconds, at most ``max_batch`` states a record. States Kafka did not take are
+    kept (bounded, for ``unsent_ttl`` seconds) for :meth:`unsent`.
+    """
+
+    def __init__(self, publisher: Enqueue, topic: str, source: str, *, timeout: float = 5.0,
+                 linger: float = 0.05, max_batch: int = 500, max_pending: int = 100_000,
+                 signing: SigningKeys | None = None, max_unsent: int = 100_000,
+                 unsent_ttl: float = 3600.0,
+                 on_result: Callable[[str, int], None] = lambda _result, _count: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.topic = topic
+        self._publisher = publisher
+        self._source = source
+        self._timeout = timeout
+        self._linger = linger
+        self._max_batch = max_batch
+        self._max_pending = max_pending
+        self._signing = signing
+        self._pending: list[QueuedEntry] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._unsent: dict[str, tuple[float, QueuedEntry]] = {}
+        self._max_unsent = max_unsent
+        self._unsent_ttl = unsent_ttl
+        self._on_result = on_result
+        self._clock = clock
+        self._closing = False
+
+    def add(self, capture_id: str, captured_at: float, method: str, path: str) -> None:
+        """Queue the ``queued`` state of one capture; returns at once."""
+        if self._closing:
+            return
+        if len(self._pending) >= self._max_pending:
+            self._on_result("dropped", 1)
+            return
+        self._pending.append((capture_id, captured_at, time.time(), method, path))
+        if len(self._pending) == 1:
+            self._wakeup.set()
+
+    def unsent(self, capture_id: str) -> StatusRecord | None:
+        hit = self._unsent.get(capture_id)
+        if hit is None:
+            return None
+        if self._clock() - hit[0] > self._unsent_ttl:
+            self._unsent.pop(capture_id, None)
+            return None
+        rid, captured, updated, method, path = hit[1]
+        return StatusRecord(id=rid, state="queued", attempts=0, updated_at=updated,
+                            captured_at=captured, method=method, path=path,
+                            source=self._source)
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._send_loop(), name=f"status-{self.topic}")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        self._closing = True
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._wakeup.set()
+        # The sender returns once nothing is left; past the timeout it is cancelled.
+        await asyncio.wait({task}, timeout=timeout)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _send_loop(self) -> None:
+        while not (self._closing and not self._pending):
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if not self._closing:
+                await asyncio.sleep(self._linger)
+            entries, self._pending = self._pending, []
+            if not entries:
+                continue
+            failed = await self._send(entries)
+            self._on_result("written", len(entries) - len(failed))
+            if failed:
+                self._on_result("failed", len(failed))
+                now = self._clock()
+                for entry in failed:
+                    self._unsent[entry[0]] = (now, entry)
+                while len(self._unsent) > self._max_unsent:
+                    self._unsent.pop(next(iter(self._unsent)))
+            if self._pending:
+                self._wakeup.set()
+
+    async def _send(self, entries: list[QueuedEntry]) -> list[QueuedEntry]:
+        chunks = [entries[i:i + self._max_batch]
+                  for i in range(0, len(entries), self._max_batch)]
+        sent: list[tuple[list[QueuedEntry], asyncio.Future[Any]]] = []
+        failed: list[QueuedEntry] = []
+        for chunk in chunks:
+            value = encode_queued_batch(chunk, self._source)
+            headers = (STATUS_HEADERS if self._signing is None
+                       else with_signature(list(STATUS_HEADERS), value, self._signing))
+            key = (BULK_KEY_PREFIX + new_id()).encode()
+            try:
+                sent.append((chunk, self._publisher.enqueue(self.topic, key, value, headers)))
+            except PublishError:
+                failed.extend(chunk)
+        if sent:
+            futures = [f for _, f in sent]
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await asyncio.wait(futures)
+            except TimeoutError:
+                for f in futures:
+                    f.cancel()
+            for chunk, f in sent:
+                if f.cancelled() or f.exception() is not None:
+                    failed.extend(chunk)
+        return failed

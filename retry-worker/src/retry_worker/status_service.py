@@ -62,7 +62,7 @@ async def open_status(settings: Settings, registry: CollectorRegistry, publisher
     view = StatusView(max_tracked=s.max_tracked, max_age=s.max_age_seconds)
     metrics = StatusMetrics(registry, view)
     writer = StatusWriter(publisher, s.topic, signing=settings.security.signing_keys,
-                          on_result=lambda r: metrics.writes.labels(r).inc())
+                          on_result=lambda r, n: metrics.writes.labels(r).inc(n))
     await writer.start()
     stack.push_async_callback(writer.stop)
     engine.status = RequestStatus(writer)

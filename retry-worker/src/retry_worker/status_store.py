@@ -40,7 +40,7 @@ from redrive.status import (
     STATES,
     StatusError,
     StatusRecord,
-    decode,
+    decode_any,
 )
 
 log = logging.getLogger(__name__)
@@ -254,8 +254,9 @@ class StatusFeed:
             self._on_record("unverified")
             return
         try:
-            record = decode(value)
+            records = decode_any(value)
         except StatusError:
             self._on_record("unreadable")
             return
-        self._on_record("applied" if self._view.apply(record) else "superseded")
+        for record in records:
+            self._on_record("applied" if self._view.apply(record) else "superseded")

@@ -3,9 +3,10 @@
 Two small jobs, kept off the proxy's happy path:
 
 - :meth:`SidecarStatus.queued` is called once a capture is safe (in Kafka or the spool).
-  It queues a ``queued`` status record and returns at once; a background sender publishes
-  it through the sidecar's existing Kafka publisher. The client's answer never waits for
-  it. A status Kafka did not take is kept in memory for an hour (bounded), so this sidecar
+  It appends the ``queued`` state to a batch and returns at once; every 50 ms a background
+  sender publishes the batch as one Kafka record through the sidecar's existing publisher
+  (see :func:`redrive.status.encode_queued_batch`). The client's answer never waits for
+  it. A state Kafka did not take is kept in memory for an hour (bounded), so this sidecar
   can still answer ``queued`` for it.
 - :meth:`SidecarStatus.forward` answers ``GET /.well-known/redrive/requests/{id}`` by
   asking the worker's status API (``REDRIVE_STATUS_URL`` + ``/v1/requests/{id}``), so a
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -31,13 +31,11 @@ from redrive.settings import Env, parse_base_url, valid_topic
 from redrive.signing import SigningKeys
 from redrive.status import (
     API_PREFIX,
-    QUEUED,
     WELL_KNOWN_PREFIX,
-    StatusRecord,
     status_topic,
     valid_id,
 )
-from redrive.status_writer import StatusWriter
+from redrive.status_writer import QueuedBatcher
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +98,8 @@ class SidecarStatus:
                  signing: SigningKeys | None = None, publish_timeout: float = 5.0) -> None:
         self._settings = settings
         self._source = source
-        self._writer = StatusWriter(publisher, settings.topic, timeout=publish_timeout,
-                                    retry=False, signing=signing)
+        self._writer = QueuedBatcher(publisher, settings.topic, source,
+                                     timeout=publish_timeout, signing=signing)
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -121,10 +119,8 @@ class SidecarStatus:
         """A capture is safe: write its ``queued`` status in the background."""
         if not self._settings.records:
             return
-        self._writer.write(StatusRecord(
-            id=record.id, state=QUEUED, attempts=0, updated_at=time.time(),
-            captured_at=record.timestamp, method=record.method,
-            path=record.path or record.uri.split("?")[0], source=self._source))
+        self._writer.add(record.id, record.timestamp, record.method,
+                         record.path or record.uri.split("?")[0])
 
     # -- the well-known path -----------------------------------------------------------
 

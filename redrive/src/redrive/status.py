@@ -132,6 +132,25 @@ class StatusRecord:
 _quote = json.encoder.encode_basestring_ascii  # the C string encoder json.dumps uses
 
 
+def supersedes(new_state: str, new_updated: float, old_state: str,
+               old_updated: float) -> bool:
+    """Whether a state read later replaces the one known: never a ``queued`` (its write may
+    lose the race with the worker's), never an older or identical one."""
+    if new_state == QUEUED or new_updated < old_updated:
+        return False
+    return not (new_updated == old_updated and new_state == old_state)
+
+
+def latest(records: list[StatusRecord]) -> StatusRecord | None:
+    """The current state among ``records`` of one id, in the order they were read."""
+    current: StatusRecord | None = None
+    for r in records:
+        if current is None or supersedes(r.state, r.updated_at, current.state,
+                                         current.updated_at):
+            current = r
+    return current
+
+
 def encode(record: StatusRecord) -> bytes:
     """The JSON of :meth:`StatusRecord.to_dict`, formatted directly: it runs once per
     capture on the sidecar, where ``json.dumps`` of a dict would cost several times more."""

@@ -36,11 +36,11 @@ from redrive.signing import SigningKeys, Verdict
 from redrive.status import (
     DEAD_LETTERED,
     DELIVERED,
-    QUEUED,
     STATES,
     StatusError,
     StatusRecord,
     decode_any,
+    supersedes,
 )
 
 log = logging.getLogger(__name__)
@@ -88,8 +88,7 @@ class StatusView:
         old = self._entries.get(key)
         if old is not None:
             state, _, _, _, updated, _ = _PACK.unpack(old)
-            if record.state == QUEUED or record.updated_at < updated or (
-                    record.updated_at == updated and _STATE_INDEX[record.state] == state):
+            if not supersedes(record.state, record.updated_at, STATES[state], updated):
                 return False  # a late, stale or repeated write never goes back in time
             del self._entries[key]
         else:

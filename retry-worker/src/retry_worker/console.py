@@ -69,16 +69,16 @@ class Filters:
     service: str = ""
     state: str = ""
     reason: str = ""
-    since: str = "24h"
+    since: str = "1h"
 
     @classmethod
     def parse(cls, query: Any) -> Filters:
-        since = query.get("since", "24h")
+        since = query.get("since", "1h")
         state = query.get("state", "")
         return cls(service=query.get("service", "").strip()[:200],
                    state=state if state in STATES else "",
                    reason=query.get("reason", "").strip()[:64],
-                   since=since if since in SINCE else "24h")
+                   since=since if since in SINCE else "1h")
 
     def cutoff(self, now: float) -> float:
         return now - SINCE[self.since]
@@ -233,7 +233,8 @@ def build_console(view: StatusView, *, token: str, kafka: KafkaSettings,
         caller = request[CALLER]
         csrf = auth.csrf(caller.nonce) if caller.nonce else ""
         return _page(_request_page(rid, record.public() if record else None, recent,
-                                   letter, csrf, dlq_problem), title=f"Request {rid}")
+                                   letter, csrf, dlq_problem), title=f"Request {rid}",
+                     csrf=csrf)
 
     async def replay_action(request: web.Request) -> web.Response:
         form = await request.post()
@@ -263,6 +264,7 @@ def build_console(view: StatusView, *, token: str, kafka: KafkaSettings,
             await run_replay(chosen, rate)
         except CliError as exc:
             return _back(f"Replay failed: {exc}")
+        await _letters(letters, fresh=True)  # the replay markers: those letters are not dead
         log.info("console replay", extra={"records": len(chosen), "rate": rate})
         return _back(f"Replayed {len(chosen)} record(s): {names}")
 

@@ -4,12 +4,18 @@ broker and an app on loopback that is down (hangs) until the test brings it back
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 
 import pytest
 
+from redrive.envelope import encode
+from redrive.signing import SIGNATURE_HEADER, SigningKeys
+from redrive.status import StatusRecord
+from redrive.status import encode as encode_status
 from tests.support.backend import call
-from tests.support.kafka import Broker
+from tests.support.kafka import Broker, read_topic
+from tests.support.procs import free_port
 from tests.support.sidecar import Sidecar, start_sidecar
 from tests.support.status import (
     GatedApp,
@@ -18,6 +24,7 @@ from tests.support.status import (
     start_worker_process,
     wait_for_state,
 )
+from tests.support.worker import make_record, produce, target, worker, worker_env
 
 WELL_KNOWN = "/.well-known/redrive/requests/"
 
@@ -107,3 +114,33 @@ def test_the_well_known_path_answers_503_json_when_status_is_unset_or_unreachabl
         assert ("REDRIVE_STATUS_URL" in body["message"]) == (not status_url)
     finally:
         sc.process.stop()
+
+
+async def test_with_signing_on_status_records_are_signed_and_unsigned_ones_ignored(
+        broker: Broker, topic: str) -> None:
+    key = "k1:" + base64.b64encode(b"s" * 32).decode()
+    keys = SigningKeys.parse(key)
+    record, forged = make_record(), make_record()
+    async with target() as t:
+        port = free_port()
+        env = worker_env(broker.bootstrap, topic, t.url, REDRIVE_SIGNING_KEY=key,
+                         REDRIVE_STATUS_PORT=str(port), REDRIVE_STATUS_HOST="127.0.0.1")
+        async with worker(env):
+            value = encode(record)
+            await produce(broker.bootstrap, topic, [value], keys=[record.id.encode()],
+                          headers=[("redrive-version", b"1"),
+                                   (SIGNATURE_HEADER, keys.sign(value).encode())])
+            # Someone without the key claims a request was delivered: ignored.
+            fake = encode_status(StatusRecord(id=forged.id, state="delivered", attempts=1,
+                                              updated_at=1.0, captured_at=1.0, response=200))
+            await produce(broker.bootstrap, f"{topic}.status", [fake],
+                          keys=[forged.id.encode()], headers=[])
+            url = f"http://127.0.0.1:{port}/v1/requests/"
+            await asyncio.to_thread(wait_for_state, url + record.id,
+                                    lambda code, body: code == 200
+                                    and body["state"] == "delivered")
+            code, _, _ = await asyncio.to_thread(get_json, url + forged.id)
+            assert code == 404
+    written = await read_topic(broker.bootstrap, f"{topic}.status", keys=[record.id.encode()])
+    mine = [h for k, _, h in written if k == record.id.encode()]
+    assert mine and all(h[SIGNATURE_HEADER].startswith(b"v1;kid=k1;") for h in mine)

@@ -221,9 +221,33 @@ async def test_the_batcher_sends_many_states_in_few_records_and_keeps_refused_on
     ids = [new_id() for _ in range(100)]
     for rid in ids:
         batcher.add(rid, 1.0, "POST", "/p")
+    async with asyncio.timeout(5):
+        while len(pub.values) < 4:
+            await asyncio.sleep(0.02)
     await batcher.stop(timeout=5)
-    assert len(pub.values) == 3  # 40 + 40 + 20; the first was refused
+    # 40 + 40 + 20 states; the first record was refused, kept, and sent again later.
+    assert [len(decode_any(v)) for v in pub.values] == [40, 40, 20, 40]
     written = [r.id for v in pub.values[1:] for r in decode_any(v)]
-    assert written == ids[40:]
-    assert all(batcher.unsent(rid) is not None for rid in ids[:40])
-    assert batcher.unsent(ids[50]) is None
+    assert sorted(written) == sorted(ids)
+    assert all(batcher.unsent(rid) is None for rid in ids)
+
+
+async def test_the_batcher_answers_for_refused_states_until_kafka_takes_them() -> None:
+    from redrive.status_writer import QueuedBatcher
+
+    pub = FakePublisher(fail=1000)
+    batcher = QueuedBatcher(pub, "t.status", "ns/pod", linger=0.01)
+    await batcher.start()
+    rid = new_id()
+    batcher.add(rid, 1.0, "POST", "/p")
+    async with asyncio.timeout(5):
+        while batcher.unsent(rid) is None:
+            await asyncio.sleep(0.01)
+    got = batcher.unsent(rid)
+    assert got is not None and got.state == "queued" and got.source == "ns/pod"
+    pub.fail = 0
+    async with asyncio.timeout(10):
+        while batcher.unsent(rid) is not None:
+            await asyncio.sleep(0.05)
+    await batcher.stop()
+    assert [k for _, k in pub.sent if k]

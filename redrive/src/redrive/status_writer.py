@@ -192,8 +192,9 @@ class QueuedBatcher:
     :func:`redrive.status.encode_queued_batch` for why), fire and forget.
 
     :meth:`add` appends a tuple and returns; a sender task publishes what gathered every
-    ``linger`` seconds, at most ``max_batch`` states a record. States Kafka did not take are
-    kept (bounded, for ``unsent_ttl`` seconds) for :meth:`unsent`.
+    ``linger`` seconds, at most ``max_batch`` states a record. States Kafka did not take
+    are tried again (backing off up to 5 s) until it takes them or ``unsent_ttl`` seconds
+    pass, and meanwhile answered by :meth:`unsent` (bounded by ``max_unsent``).
     """
 
     def __init__(self, publisher: Enqueue, topic: str, source: str, *, timeout: float = 5.0,
@@ -260,6 +261,7 @@ class QueuedBatcher:
             await task
 
     async def _send_loop(self) -> None:
+        delay = 0.5
         while not (self._closing and not self._pending):
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -269,16 +271,43 @@ class QueuedBatcher:
             if not entries:
                 continue
             failed = await self._send(entries)
-            self._on_result("written", len(entries) - len(failed))
-            if failed:
+            written = len(entries) - len(failed)
+            self._on_result("written", written)
+            if self._unsent and written:
+                refused = {e[0] for e in failed}
+                for entry in entries:
+                    if entry[0] not in refused:
+                        self._unsent.pop(entry[0], None)
+            if not failed:
+                delay = 0.5
+            else:
                 self._on_result("failed", len(failed))
-                now = self._clock()
-                for entry in failed:
-                    self._unsent[entry[0]] = (now, entry)
-                while len(self._unsent) > self._max_unsent:
-                    self._unsent.pop(next(iter(self._unsent)))
+                self._set_aside(failed)
+                if not self._closing:
+                    # A late `queued` is harmless (it never overrides a later state, and
+                    # its batch key is unique), so keep trying until Kafka takes it or it
+                    # expires: then every replica knows the request, not only this sidecar.
+                    retry = [e for e in failed if e[0] in self._unsent]
+                    self._pending[:0] = retry[-self._max_pending:]
+                    await asyncio.sleep(delay)
+                    delay = min(5.0, delay * 2)
             if self._pending:
                 self._wakeup.set()
+
+    def _set_aside(self, failed: list[QueuedEntry]) -> None:
+        """Remember ``failed`` for :meth:`unsent` (first failure time), bounded by count
+        and ``unsent_ttl``."""
+        now = self._clock()
+        for entry in failed:
+            if entry[0] not in self._unsent:
+                self._unsent[entry[0]] = (now, entry)
+        while len(self._unsent) > self._max_unsent:
+            self._unsent.pop(next(iter(self._unsent)))
+        while self._unsent:
+            oldest = next(iter(self._unsent))
+            if now - self._unsent[oldest][0] <= self._unsent_ttl:
+                break
+            del self._unsent[oldest]
 
     async def _send(self, entries: list[QueuedEntry]) -> list[QueuedEntry]:
         chunks = [entries[i:i + self._max_batch]

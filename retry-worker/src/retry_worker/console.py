@@ -158,7 +158,7 @@ def build_console(view: StatusView, *, token: str, kafka: KafkaSettings,
     async def guard(request: web.Request,
                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                     ) -> web.StreamResponse:
-        if request.path.rstrip("/").endswith("/console/login"):
+        if request.path in ("/console/login", "/console/login/"):
             return await handler(request)
         nonce = auth.session_nonce(request.cookies.get(COOKIE))
         if nonce is None and not auth.bearer_ok(request):

@@ -6,10 +6,11 @@ partition, through the component's existing :class:`~redrive.kafka.Publisher`) a
 for the acknowledgements. The capture path and the replay path therefore pay for a status
 write with a JSON encoding and a list append, nothing more.
 
-Status is informative, the records themselves are the durable truth: the queue is bounded
-(the oldest record is dropped and counted past ``max_pending``), and a record Kafka does
-not take is retried (the worker: order is kept) or set aside (the sidecar: see
-:meth:`StatusWriter.unsent`, so its well-known path can still answer ``queued``).
+Status is informative, the records themselves are the durable truth: the queues are
+bounded (the oldest is dropped and counted), and what Kafka does not take is tried again:
+:class:`StatusWriter` (the worker's per-id records) in order; :class:`QueuedBatcher`
+(the sidecar's batched ``queued`` states) meanwhile answers for them through
+:meth:`QueuedBatcher.unsent`, so the sidecar's well-known path can still say ``queued``.
 """
 
 from __future__ import annotations
@@ -41,31 +42,22 @@ STATUS_HEADERS: list[tuple[str, bytes]] = [("redrive-status-version", b"1")]
 
 
 class StatusWriter:
-    """Fire-and-forget status records to one topic, in order, bounded."""
+    """The worker's status records to one topic: fire and forget, in order, bounded."""
 
     def __init__(self, publisher: Enqueue, topic: str, *, timeout: float = 5.0,
-                 max_pending: int = 10_000, retry: bool = True,
-                 signing: SigningKeys | None = None, max_unsent: int = 100_000,
-                 unsent_ttl: float = 3600.0,
-                 on_result: Callable[[str, int], None] = lambda _result, _count: None,
-                 linger: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 max_pending: int = 10_000, signing: SigningKeys | None = None,
+                 on_result: Callable[[str, int], None] = lambda _result, _count: None
+                 ) -> None:
         self.topic = topic
         self._publisher = publisher
         self._timeout = timeout
         self._max_pending = max_pending
-        self._retry = retry
         self._signing = signing
         self._pending: collections.deque[StatusRecord] = collections.deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._unsent: dict[str, tuple[float, StatusRecord]] = {}
-        self._max_unsent = max_unsent
-        self._unsent_ttl = unsent_ttl
         self._on_result = on_result
-        self._clock = clock
         self._closing = False
-        self._linger = linger
         self._in_flight = False
 
     @property
@@ -81,17 +73,6 @@ class StatusWriter:
             self._on_result("dropped", 1)
         self._pending.append(record)
         self._wakeup.set()
-
-    def unsent(self, capture_id: str) -> StatusRecord | None:
-        """The last record for ``capture_id`` that Kafka did not take (without ``retry``),
-        kept up to ``unsent_ttl`` seconds; None otherwise."""
-        hit = self._unsent.get(capture_id)
-        if hit is None:
-            return None
-        if self._clock() - hit[0] > self._unsent_ttl:
-            self._unsent.pop(capture_id, None)
-            return None
-        return hit[1]
 
     async def start(self) -> None:
         """Start the sender task. Safe to call twice."""
@@ -121,9 +102,6 @@ class StatusWriter:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            if self._linger and not self._closing:
-                # Let records gather: bigger batches cost less per record.
-                await asyncio.sleep(self._linger)
             batch = list(self._pending)
             self._pending.clear()
             if not batch:
@@ -137,23 +115,15 @@ class StatusWriter:
             if not failed:
                 delay = 0.2
                 continue
-            if self._retry:
-                # Put them back in front, in order, and try again after a pause.
-                self._pending.extendleft(reversed(failed))
-                while len(self._pending) > self._max_pending:
-                    self._pending.popleft()
-                    self._on_result("dropped", 1)
-                await asyncio.sleep(delay)
-                delay = min(5.0, delay * 2)
-                self._wakeup.set()
-            else:
-                now = self._clock()
-                for record in failed:
-                    self._on_result("failed", 1)
-                    self._unsent.pop(record.id, None)
-                    self._unsent[record.id] = (now, record)
-                while len(self._unsent) > self._max_unsent:
-                    self._unsent.pop(next(iter(self._unsent)))
+            # Put them back in front, in order, and try again after a pause.
+            self._on_result("failed", len(failed))
+            self._pending.extendleft(reversed(failed))
+            while len(self._pending) > self._max_pending:
+                self._pending.popleft()
+                self._on_result("dropped", 1)
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
+            self._wakeup.set()
 
     async def _send(self, batch: list[StatusRecord]) -> list[StatusRecord]:
         """Hand ``batch`` to the publisher at once (no task or timer per record) and wait,

@@ -6,16 +6,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
+from pathlib import Path
 
 import pytest
 
 from redrive.envelope import encode
 from redrive.signing import SIGNATURE_HEADER, SigningKeys
-from redrive.status import StatusRecord
+from redrive.status import StatusRecord, decode_any
 from redrive.status import encode as encode_status
 from tests.support.backend import call
-from tests.support.kafka import Broker, read_topic
-from tests.support.procs import free_port
+from tests.support.kafka import Broker, read_topic, start_broker, unique_topic
+from tests.support.procs import ReservedPort, free_port
 from tests.support.sidecar import Sidecar, start_sidecar
 from tests.support.status import (
     GatedApp,
@@ -144,3 +145,40 @@ async def test_with_signing_on_status_records_are_signed_and_unsigned_ones_ignor
     written = await read_topic(broker.bootstrap, f"{topic}.status", keys=[record.id.encode()])
     mine = [h for k, _, h in written if k == record.id.encode()]
     assert mine and all(h[SIGNATURE_HEADER].startswith(b"v1;kid=k1;") for h in mine)
+
+
+async def test_a_capture_spooled_while_kafka_is_down_reads_queued_and_reaches_the_topic(
+        tmp_path: Path) -> None:
+    topic = unique_topic("spooled")
+    late = ReservedPort()
+    broker = None
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    w = await asyncio.to_thread(start_worker_process, f"127.0.0.1:{late.port}", topic,
+                                "http://127.0.0.1:1", group=f"g-{topic}")
+    sc = await asyncio.to_thread(
+        start_sidecar, bootstrap=f"127.0.0.1:{late.port}", topic=topic,
+        upstream="http://127.0.0.1:1", wait_kafka=False,
+        env={"REDRIVE_SPOOL_DIR": str(spool), "REDRIVE_STATUS_URL": w.status_url})
+    try:
+        answer = await asyncio.to_thread(call, "POST", sc.url + "/api/users", {"n": 1})
+        assert answer.status == 503 and answer.json()["queued"] is True
+        rid = answer.json()["id"]
+        # Kafka is down: the worker knows nothing yet; the sidecar answers from memory.
+        body = await asyncio.to_thread(
+            wait_for_state, sc.url + WELL_KNOWN + rid,
+            lambda code, body: code == 200 and body["state"] == "queued", what="queued")
+        assert body["attempts"] == 0
+        broker = await asyncio.to_thread(start_broker, late.release())
+        # Kafka is back: the spool drains and the sidecar writes the queued state again.
+        status = await read_topic(broker.bootstrap, f"{topic}.status", expect=1, timeout=30)
+        assert rid in {r.id for _, value, _ in status for r in decode_any(value)}
+        await asyncio.to_thread(
+            wait_for_state, f"{w.status_url}/v1/requests/{rid}",
+            lambda code, body: code == 200, what="the worker knows the request")
+    finally:
+        sc.process.stop()
+        w.process.stop()
+        if broker is not None:
+            broker.process.stop()
+        late.release()

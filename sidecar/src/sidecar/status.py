@@ -146,8 +146,8 @@ class SidecarStatus:
             log.warning("status API unreachable", extra={"error": repr(exc)})
             return self._local_or(capture_id, _unavailable(
                 "the request-status service did not answer; try again shortly"))
-        if status == 404:
-            return self._local_or(capture_id, _pass_back(404, body))
+        if status in (404, 503):  # unknown, or the replica is still loading
+            return self._local_or(capture_id, _pass_back(status, body))
         if status not in _PASSED_BACK:
             return _unavailable(f"the request-status service answered {status}")
         return _pass_back(status, body)

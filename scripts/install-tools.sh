@@ -57,7 +57,32 @@ install_promtool() {
     promtool --version >/dev/null 2>&1
 }
 
+# chromium and chromium-driver (Debian packages) drive the console's real-browser test
+# (tests/integration/test_console_browser.py) through WebDriver. Installed only when
+# missing; `apt-get update` only if the first try fails.
+install_chromium() {
+    if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+        echo "tools: $(chromium --version 2>/dev/null | head -n1)"
+        return 0
+    fi
+    command -v apt-get >/dev/null || {
+        echo "install-tools: the browser test needs Debian's chromium and chromium-driver" >&2
+        return 1
+    }
+    local sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    local install=($sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y
+                   --no-install-recommends chromium chromium-driver)
+    echo "tools: installing Debian's chromium and chromium-driver"
+    "${install[@]}" || { $sudo apt-get update && "${install[@]}"; } || {
+        echo "install-tools: installing chromium failed" >&2
+        return 1
+    }
+    chromedriver --version >/dev/null 2>&1
+}
+
 install_promtool
+install_chromium
 
 # iptables (and iproute2's ip) for the transparent-interception test
 # (tests/integration/test_intercept_netns.py: a network namespace with redrive-intercept).

@@ -31,12 +31,13 @@ BIN = Path(sys.executable).parent
 SIDECAR = "http://127.0.0.1:8080"
 SIDECAR_ADMIN = "http://127.0.0.1:9901"
 WORKER_ADMIN = "http://127.0.0.1:9902"
+WORKER_STATUS = "http://127.0.0.1:9080"
 BACKEND = "http://127.0.0.1:3000"
 CONTROL = "http://127.0.0.1:3001"
 BOOTSTRAP = "127.0.0.1:9092"
 TOPIC = "failed-requests"
 PORTS = {"broker": 9092, "backend": 3000, "backend control": 3001, "sidecar": 8080,
-         "sidecar admin": 9901, "worker admin": 9902}
+         "sidecar admin": 9901, "worker admin": 9902, "worker status": 9080}
 
 BANNER = f"""
   Redrive local pipeline
@@ -47,6 +48,9 @@ BANNER = f"""
   and recover                    curl -X DELETE {CONTROL}/_faults
   sidecar metrics / readiness    {SIDECAR_ADMIN}/metrics  {SIDECAR_ADMIN}/readyz
   worker metrics                 {WORKER_ADMIN}/metrics
+  a request's status             curl {SIDECAR}/.well-known/redrive/requests/ID
+  the operator console           {WORKER_STATUS}/console/
+                                 (token: REDRIVE_CONSOLE_TOKEN in local.env)
   watch captured requests        .venv/bin/redrive tail
   the guided demo                make demo   (in another terminal)
   Ctrl-C stops everything.
@@ -200,6 +204,11 @@ def _demo_steps() -> int:
         raise SystemExit("demo: the sidecar did not answer with a capture id")
     capture_id = body["id"]
     print(f"   queued={body.get('queued')}: the request is parked, not lost")
+    if port_open(9080):
+        path = body.get("status_url") or f"/.well-known/redrive/requests/{capture_id}"
+        queued = wait_until(lambda: _status(path, ("queued", "retrying")), 15,
+                            "the request's status")
+        show("GET", path, 200, queued, "(the client polls the origin it called)")
 
     step(4, "The captured request, read back from Kafka topic 'failed-requests'")
     record = asyncio.run(read_record(capture_id))
@@ -224,6 +233,10 @@ def _demo_steps() -> int:
 
     matches = wait_until(created, 60, "the worker to replay the request")
     print(f"   user created by the replay: {json.dumps(matches[0])}")
+    if port_open(9080):
+        path = f"/.well-known/redrive/requests/{capture_id}"
+        show("GET", path, 200, wait_until(lambda: _status(path, ("delivered",)), 15,
+                                          "the status to read delivered"))
     # Replay the same record once more, as a crashed worker would, to show the backend's
     # Idempotency-Key handling: the copy is answered, nothing is created twice.
     replay_headers = {"Idempotency-Key": record["idempotency_key"],
@@ -236,6 +249,13 @@ def _demo_steps() -> int:
     count = len(created())
     print(f"   users with {email}: {count} (exactly once: {'yes' if count == 1 else 'NO'})")
     return 0 if count == 1 else 1
+
+
+def _status(path: str, states: tuple[str, ...]) -> Any:
+    """The request's status through the sidecar once it is in ``states``, else None."""
+    status, _, body = http("GET", SIDECAR + path)
+    return body if status == 200 and isinstance(body, dict) and \
+        body.get("state") in states else None
 
 
 def main() -> None:

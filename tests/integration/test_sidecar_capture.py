@@ -201,7 +201,10 @@ async def test_accept_mode_answers_202_once_the_record_is_in_kafka(broker: Broke
     try:
         status, body, headers = await send(sc, "POST", "/api/users", data=b"{}")
         assert status == 202
-        assert body == {"status": "queued", "id": headers["X-Redrive-Id"]}
+        rid = headers["X-Redrive-Id"]
+        status_url = f"/.well-known/redrive/requests/{rid}"
+        assert body == {"status": "queued", "id": rid, "status_url": status_url}
+        assert headers["Location"] == status_url and headers["Retry-After"]
         [rec] = await records(broker, sc.topic, expect=1)
         assert rec.id == body["id"]
     finally:

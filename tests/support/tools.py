@@ -12,5 +12,6 @@ def require(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         pytest.fail(f"{name} is not installed: run `make tools` "
-                    "(scripts/install-tools.sh installs Debian's prometheus package)")
+                    "(scripts/install-tools.sh installs Debian's prometheus, chromium and "
+                    "chromium-driver packages)")
     return path

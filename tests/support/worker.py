@@ -148,6 +148,7 @@ def worker_env(bootstrap: str, topic: str, target_url: str, **overrides: str) ->
         "REDRIVE_BREAKER_FAILURES": "0",
         "REDRIVE_ADMIN_HOST": "127.0.0.1",
         "REDRIVE_ADMIN_PORT": str(free_port()),
+        "REDRIVE_STATUS_PORT": "0",  # off unless a test asks (several workers per test)
         "REDRIVE_DRAIN_TIMEOUT_SECONDS": "5",
         "REDRIVE_SESSION_TIMEOUT_SECONDS": "2",
         "REDRIVE_LOG_LEVEL": "info",

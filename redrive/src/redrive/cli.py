@@ -18,11 +18,11 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import IO, Any
 
-from redrive import __version__
+from redrive import __version__, cli_status
 from redrive.cli_kafka import CliError, Message, follow, publish, publisher, read_all
 from redrive.deadletter import (
     MALFORMED,
@@ -51,6 +51,7 @@ examples:
   redrive dlq show 0192f4c8-...
   redrive dlq replay --all --filter method=POST --filter path='/api/*' --dry-run
   redrive dlq replay --id 0192f4c8-... --rate 5
+  redrive status 0192f4c8-... --status-url http://localhost:9080
 """
 
 
@@ -61,6 +62,10 @@ class CliSettings:
     """Longest wait for Kafka (connect, metadata, no-progress while reading)."""
     signing: SigningKeys | None = None
     """``REDRIVE_SIGNING_KEY``: records ``dlq replay`` writes are signed with its first key."""
+    status_url: str | None = None
+    """``REDRIVE_STATUS_URL``: ``redrive status`` asks this status API (issue 13)."""
+    status_topic: str = ""
+    """``REDRIVE_STATUS_TOPIC``: ``redrive status`` reads it without a status URL."""
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -124,6 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
                             "applies REDRIVE_REPLAY_RATE to the replays themselves)")
     again.add_argument("--by", default=None,
                        help="who is replaying, noted in each record (default user@host)")
+
+    status = commands.add_parser(  # issue 13: request status
+        "status", parents=[common],
+        help="what became of one captured request: queued, retrying, delivered or "
+             "dead_lettered (exit 0 found, 1 not found)")
+    status.add_argument("id", metavar="ID", help="the capture id (X-Redrive-Id)")
+    status.add_argument("--status-url", default=argparse.SUPPRESS, metavar="URL",
+                        help="a retry worker's status API, e.g. http://localhost:9080 "
+                             "(REDRIVE_STATUS_URL); without it the status topic is read")
+    status.add_argument("--status-topic", default=argparse.SUPPRESS,
+                        help="status topic read without --status-url "
+                             "(REDRIVE_STATUS_TOPIC; default <topic>.status)")
     return parser
 
 
@@ -167,7 +184,8 @@ def _filter(text: str) -> tuple[str, str]:
 def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> CliSettings:
     """Flags over ``REDRIVE_*`` variables, validated like the services do (ConfigError)."""
     merged = dict(environ)
-    for flag in ("kafka_bootstrap_servers", "topic", "dlq_topic", "kafka_timeout_seconds"):
+    for flag in ("kafka_bootstrap_servers", "topic", "dlq_topic", "kafka_timeout_seconds",
+                 "status_url", "status_topic"):  # issue 13: the last two
         value = getattr(args, flag, None)
         if value is not None:
             merged["REDRIVE_" + flag.upper()] = value
@@ -175,8 +193,10 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> CliSe
     kafka = KafkaSettings.from_env(env)
     timeout = env.number("REDRIVE_KAFKA_TIMEOUT_SECONDS", 10.0, positive=True, maximum=3600)
     security = SecuritySettings.from_env(env)
+    status_url, status_topic = cli_status.settings(env, kafka.topic)  # issue 13
     env.check()
-    return CliSettings(kafka=kafka, timeout_seconds=timeout, signing=security.signing_keys)
+    return CliSettings(kafka=kafka, timeout_seconds=timeout, signing=security.signing_keys,
+                       status_url=status_url, status_topic=status_topic)
 
 
 # -- letters -----------------------------------------------------------------------------
@@ -369,8 +389,22 @@ async def cmd_replay(args: argparse.Namespace, settings: CliSettings, out: IO[st
             out.write(f"{verb} {_describe(e.letter)}\n")
         out.write(f"{verb} {len(chosen)} record(s) to {kafka.topic}\n")
         return 0
-    interval = 1.0 / args.rate if args.rate > 0 else 0.0
-    async with publisher(kafka, settings.timeout_seconds) as pub:
+    await replay_entries(kafka, chosen, by=by, rate=args.rate, signing=settings.signing,
+                         timeout=settings.timeout_seconds,
+                         on_each=lambda e: out.write(f"{verb} {_describe(e.letter)}\n"))
+    out.write(f"{verb} {len(chosen)} record(s) to {kafka.topic}\n")
+    return 0
+
+
+async def replay_entries(kafka: KafkaSettings, chosen: Sequence[Entry], *, by: str,
+                         rate: float, signing: SigningKeys | None, timeout: float,
+                         on_each: Callable[[Entry], object] = lambda _e: None) -> None:
+    """Put ``chosen`` (replayable entries) back on the capture topic, attempts reset,
+    signed with the first signing key when one is set, each followed by a replay marker on
+    the DLQ; at most ``rate`` records a second (0: no limit). Shared by ``dlq replay`` and
+    the console. Raises :class:`CliError` when Kafka is unreachable or refuses a record."""
+    interval = 1.0 / rate if rate > 0 else 0.0
+    async with publisher(kafka, timeout) as pub:
         next_at = time.monotonic()
         for e in chosen:
             delay = next_at - time.monotonic()
@@ -382,15 +416,11 @@ async def cmd_replay(args: argparse.Namespace, settings: CliSettings, out: IO[st
             record = back_on_the_main_topic(e.letter.record, e.letter, by=by, at=at, entry=e)
             value = encode(record)
             await publish(pub, kafka.topic, record.id.encode(), value,
-                          with_signature(list(KAFKA_HEADERS), value, settings.signing),
-                          settings.timeout_seconds)
+                          with_signature(list(KAFKA_HEADERS), value, signing), timeout)
             marker = replay_marker(record.id, by=by, at=at)
             await publish(pub, kafka.dlq_topic, record.id.encode(), marker,
-                          with_signature(list(KAFKA_HEADERS), marker, settings.signing),
-                          settings.timeout_seconds)
-            out.write(f"{verb} {_describe(e.letter)}\n")
-    out.write(f"{verb} {len(chosen)} record(s) to {kafka.topic}\n")
-    return 0
+                          with_signature(list(KAFKA_HEADERS), marker, signing), timeout)
+            on_each(e)
 
 
 def _describe(letter: Letter) -> str:
@@ -407,7 +437,14 @@ def _who() -> str:
     return f"{user}@{os.environ.get('POD_NAME') or socket.gethostname()}"
 
 
-COMMANDS = {"tail": cmd_tail, "list": cmd_list, "show": cmd_show, "replay": cmd_replay}
+async def cmd_status(args: argparse.Namespace, settings: CliSettings,
+                     out: IO[str]) -> int:  # issue 13: request status
+    return await cli_status.run(args.id, settings.kafka, settings.status_url,
+                                settings.status_topic, settings.timeout_seconds, out)
+
+
+COMMANDS = {"tail": cmd_tail, "list": cmd_list, "show": cmd_show, "replay": cmd_replay,
+            "status": cmd_status}
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,

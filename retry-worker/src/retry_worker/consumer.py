@@ -64,6 +64,7 @@ from retry_worker.policy import (
 )
 from retry_worker.replay import UnsafeTarget
 from retry_worker.settings import Settings
+from retry_worker.status_hooks import NoStatus  # issue 13: request status
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ class Engine:
         self._last_commit = 0.0
         self._last_gauges = 0.0
         self._paused: set[TopicPartition] = set()
+        self.status = NoStatus()  # issue 13: request status (set by running.py)
 
     # -- readiness ---------------------------------------------------------------------
 
@@ -443,11 +445,13 @@ class Engine:
         with bind(capture_id=item.record.id, topic=item.tp.topic, partition=item.tp.partition,
                   offset=item.offset):
             await self._outcomes.dead_letter(item.record, refusal, item.history)
+            self.status.refused(item.record, refusal, item.history)  # issue 13
 
     async def _reject(self, item: Item, reason: str, detail: str) -> None:
         with bind(capture_id=item.record.id, topic=item.tp.topic, partition=item.tp.partition,
                   offset=item.offset):
             await self._outcomes.rejected(item.record, reason, detail)
+            self.status.refused(item.record, DeadLetter(reason, detail), ())  # issue 13
 
     async def _replay(self, item: Item) -> None:
         record = item.record
@@ -460,6 +464,7 @@ class Engine:
             if refusal is not None:
                 self._breaker.release_probe()
                 await self._outcomes.dead_letter(record, refusal, item.history)
+                self.status.refused(record, refusal, item.history)  # issue 13
                 return
             self._metrics.in_flight.inc()
             try:
@@ -493,6 +498,7 @@ class Engine:
                 log.warning("replay attempt", extra={
                     "outcome": "dead_lettered", "reason": decision.reason,
                     "detail": decision.detail, **summary})
+            self.status.attempted(record, attempt, result, decision)  # issue 13
 
     def _note_for_breaker(self, verdict: Verdict) -> None:
         if verdict is Verdict.RETRIABLE:

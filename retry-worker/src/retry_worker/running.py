@@ -26,6 +26,7 @@ from retry_worker.consumer import Engine
 from retry_worker.metrics import Metrics
 from retry_worker.replay import Replayer, close_session, new_session
 from retry_worker.settings import Settings
+from retry_worker.status_service import open_status  # issue 13: request status
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ async def _run(settings: Settings, registry: CollectorRegistry, metrics: Metrics
         stack.push_async_callback(publisher.stop)
         log.info("retry worker starting", extra=settings.summary())
         roots = {"consume": engine.run(stopping)}
+        roots["status"] = await open_status(settings, registry, publisher, engine, stack)  # i13
         if watch is not None:
             roots["signals"] = watch.second_signal()
         await run_root_tasks(roots)

@@ -20,6 +20,7 @@ from redrive.settings import (
     ShutdownSettings,
     valid_topic,
 )
+from retry_worker.status_settings import StatusSettings  # issue 13: request status
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     pod: PodIdentity = field(default_factory=PodIdentity)
+    status: StatusSettings = field(default_factory=StatusSettings)  # issue 13
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -120,9 +122,12 @@ class Settings:
         log = LogSettings.from_env(env)
         security = SecuritySettings.from_env(env)
         pod = PodIdentity.from_env(env)
+        status = StatusSettings.from_env(  # issue 13: request status
+            env, kafka.topic, (kafka.topic, kafka.dlq_topic, consumer.retry_topic))
         env.check()
         return cls(kafka=kafka, consumer=consumer, target=target, retry=retry, limits=limits,
-                   admin=admin, shutdown=shutdown, log=log, security=security, pod=pod)
+                   admin=admin, shutdown=shutdown, log=log, security=security, pod=pod,
+                   status=status)
 
     def summary(self) -> dict[str, object]:
         """Effective settings for the startup log line; keys are never included."""
@@ -142,6 +147,7 @@ class Settings:
             "breaker": [self.limits.breaker_failures, self.limits.breaker_open_seconds],
             "admin": f"{self.admin.host}:{self.admin.port}",
             "drain_timeout_seconds": self.shutdown.drain_timeout_seconds,
+            **self.status.summary(),  # issue 13
         }
 
 

@@ -31,11 +31,13 @@ from prometheus_client import CollectorRegistry
 from redrive import runtime
 from redrive.admin import AdminServer, Readiness, build_admin_app
 from redrive.kafka import Publisher
+from redrive.status import WELL_KNOWN_PREFIX
 from sidecar.capture import Capturer
 from sidecar.metrics import SidecarMetrics
 from sidecar.proxy import Proxy
 from sidecar.server import FrontDoor, Handler, Limits, Request, Response
 from sidecar.settings import Settings
+from sidecar.status import SidecarStatus
 from sidecar.upstream import UpstreamClient
 
 if TYPE_CHECKING:
@@ -56,6 +58,7 @@ class State:
     publisher: Publisher | None = None
     proxy: Proxy | None = None
     shutdown_deadline: float | None = None
+    status: SidecarStatus | None = None
 
     def readiness(self) -> Readiness:
         if self.shutdown_deadline is not None:
@@ -166,6 +169,11 @@ class Sidecar:
         stack.push_async_callback(self._close_resources, client, publisher)
         capturer = Capturer(s, publisher, state.metrics, spool=state.spool,
                             spool_active=_spool_backlog(state.spool))
+        state.status = SidecarStatus(s.status, publisher, source=_source(s),
+                                     signing=s.security.signing_keys)
+        await state.status.start()
+        capturer.on_queued = state.status.queued
+        self.add_route(WELL_KNOWN_PREFIX, state.status.forward)
         state.publisher = publisher
         state.proxy = Proxy(s, client, capturer, state.metrics)
 
@@ -214,11 +222,18 @@ class Sidecar:
     async def _close_resources(self, client: UpstreamClient, publisher: Publisher) -> None:
         state = self.state
         state.proxy = None
+        if state.status is not None:
+            await state.status.close()
         await client.close()
         # Requests in progress have finished (or were cut at the drain timeout): flush.
         await publisher.stop(timeout=_remaining(state, minimum=2.0))
         if state.spool is not None:
             await state.spool.close()
+
+
+def _source(s: Settings) -> str:
+    """The status record's ``namespace/pod``."""
+    return f"{s.identity.namespace}/{s.identity.pod}".strip("/")
 
 
 def _spool_backlog(spool: Spool | None) -> Callable[[], bool]:

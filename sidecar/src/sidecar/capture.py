@@ -78,6 +78,7 @@ class Capturer:
         self._timeout = settings.capture.publish_timeout
         self._results = {r: metrics.captures.labels(result=r)
                          for r in ("published", "spooled", "lost")}
+        self.on_queued: Callable[[Record], None] = _ignore  # issue 13: request status
 
     def build(self, req: RequestInfo, failure: Failure) -> Record:
         kept, redacted = envelope.redact(req.headers, self._redact)
@@ -115,6 +116,8 @@ class Capturer:
         started = time.perf_counter()
         result = await self._park(key, value, headers)
         self._results[result].inc()
+        if result != "lost":
+            self.on_queued(record)  # the `queued` status: queued for Kafka, never awaited
         level = logging.WARNING if result == "lost" else logging.INFO
         if log.isEnabledFor(level):
             log.log(level, "request captured", extra={
@@ -152,3 +155,6 @@ class Capturer:
             return "lost"
         return "spooled"
 
+
+def _ignore(_record: Record) -> None:
+    pass

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 
 from redrive.envelope import SAFE_METHODS, Failure, merge_headers, new_id
 from redrive.headers import HOP_BY_HOP, IDEMPOTENCY_HEADER, REDRIVE_ID_HEADER, REPLAY_HEADER
+from redrive.status import status_path
 from sidecar import failures
 from sidecar.capture import Captured, Capturer, RequestInfo
 from sidecar.metrics import SidecarMetrics
@@ -257,11 +258,14 @@ class Proxy:
 
     def _answer(self, captured: Captured, retry_after: str) -> Response:
         rid = captured.record_id
+        status_url = status_path(rid)
         if captured.queued:
             self._outcome["queued"].inc()
             if self._accept_mode:
-                return json_response(202, {"status": "queued", "id": rid},
-                                     [(REDRIVE_ID_HEADER, rid)])
+                return json_response(202, {"status": "queued", "id": rid,
+                                           "status_url": status_url},
+                                     [(REDRIVE_ID_HEADER, rid), ("Location", status_url),
+                                      ("Retry-After", retry_after)])
             message = ("The service is temporarily unavailable. Your request was saved "
                        "and will be retried automatically.")
         else:
@@ -269,7 +273,8 @@ class Proxy:
             message = ("The service is temporarily unavailable and your request could not "
                        "be saved. Please retry later.")
         return json_response(503, {"error": "service_unavailable", "message": message,
-                                   "id": rid, "queued": captured.queued},
+                                   "id": rid, "queued": captured.queued,
+                                   "status_url": status_url},
                              [("Retry-After", retry_after), (REDRIVE_ID_HEADER, rid)])
 
     def _not_captured(self, failure: Failure, replay: bool) -> Response:

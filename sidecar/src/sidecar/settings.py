@@ -16,6 +16,7 @@ from redrive.settings import (
     SecuritySettings,
     ShutdownSettings,
 )
+from sidecar.status import StatusSettings  # issue 13: request status
 
 FAILURE_RESPONSES = ("reject", "accept")
 _METHOD = re.compile(r"^[A-Z][A-Z0-9_-]*$")
@@ -90,6 +91,7 @@ class Settings:
     logging: LogSettings = field(default_factory=LogSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     identity: PodIdentity = field(default_factory=PodIdentity)
+    status: StatusSettings = field(default_factory=StatusSettings)  # issue 13
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -132,11 +134,13 @@ class Settings:
             env.problem("REDRIVE_ADMIN_PORT", "must differ from REDRIVE_LISTEN_PORT: "
                         "proxied traffic never shares a port with the admin endpoints")
         shutdown = ShutdownSettings.from_env(env)
+        kafka = KafkaSettings.from_env(env)
+        status = StatusSettings.from_env(env, kafka.topic)  # issue 13: request status
         settings = cls(
             listen=listen, upstream=upstream, capture=capture, spool=spool,
-            kafka=KafkaSettings.from_env(env), admin=admin, shutdown=shutdown,
+            kafka=kafka, admin=admin, shutdown=shutdown,
             logging=LogSettings.from_env(env), security=SecuritySettings.from_env(env),
-            identity=PodIdentity.from_env(env),
+            identity=PodIdentity.from_env(env), status=status,
         )
         env.check()
         return settings

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import fnmatch
 import getpass
 import json
@@ -18,11 +19,12 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import IO, Any
 
-from redrive import __version__
+from redrive import __version__, quarantine
 from redrive.cli_kafka import CliError, Message, follow, publish, publisher, read_all
 from redrive.deadletter import (
     MALFORMED,
@@ -35,6 +37,7 @@ from redrive.deadletter import (
 from redrive.envelope import KAFKA_HEADERS, Record, encode
 from redrive.envelope import decode as decode_record
 from redrive.errors import ConfigError, RecordError
+from redrive.quarantine import Quarantined
 from redrive.settings import Env, KafkaSettings, SecuritySettings
 from redrive.signing import SigningKeys, with_signature
 
@@ -51,6 +54,7 @@ examples:
   redrive dlq show 0192f4c8-...
   redrive dlq replay --all --filter method=POST --filter path='/api/*' --dry-run
   redrive dlq replay --id 0192f4c8-... --rate 5
+  redrive quarantine list --dir /var/spool/redrive/quarantine
 """
 
 
@@ -124,7 +128,36 @@ def build_parser() -> argparse.ArgumentParser:
                             "applies REDRIVE_REPLAY_RATE to the replays themselves)")
     again.add_argument("--by", default=None,
                        help="who is replaying, noted in each record (default user@host)")
+    _quarantine_parser(commands, common)
     return parser
+
+
+def _quarantine_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    place = argparse.ArgumentParser(add_help=False)
+    place.add_argument("--dir", required=True, type=Path, metavar="DIR",
+                       help="the quarantine directory (the sidecar's is "
+                            "<REDRIVE_SPOOL_DIR>/quarantine, the worker's "
+                            "REDRIVE_QUARANTINE_DIR)")
+    q = commands.add_parser("quarantine",
+                            help="records Kafka refused for good: list, show, replay")
+    q_commands = q.add_subparsers(dest="quarantine_command", metavar="COMMAND",
+                                  required=True)
+    listing = q_commands.add_parser("list", parents=[common, place],
+                                    help="a table: id, age, reason, topic, bytes")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    show = q_commands.add_parser("show", parents=[common, place],
+                                 help="one quarantined record in full (value as text or "
+                                      "base64)")
+    show.add_argument("id", metavar="ID", help="record id (a unique prefix is enough)")
+    again = q_commands.add_parser(
+        "replay", parents=[common, place],
+        help="publish quarantined records to their topic again, then remove them")
+    which = again.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", action="append", dest="ids", metavar="ID",
+                       help="replay this record (repeatable)")
+    which.add_argument("--all", action="store_true", help="replay every record")
+    again.add_argument("--dry-run", action="store_true",
+                       help="print what would be replayed and change nothing")
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
@@ -407,7 +440,92 @@ def _who() -> str:
     return f"{user}@{os.environ.get('POD_NAME') or socket.gethostname()}"
 
 
+# -- quarantine --------------------------------------------------------------------------
+
+
+def _quarantined(directory: Path) -> Iterator[Quarantined]:
+    """Every entry, streamed in file order; unreadable lines are reported on stderr."""
+    for entry in quarantine.read(directory):
+        if isinstance(entry, ValueError):
+            print(f"redrive: skipping a line of {quarantine.path_in(directory)}: {entry}",
+                  file=sys.stderr)
+            continue
+        yield entry
+
+
+async def cmd_q_list(args: argparse.Namespace, settings: CliSettings, out: IO[str]) -> int:
+    now = time.time()
+    rows: list[list[str]] = []
+    for entry in _quarantined(args.dir):
+        if args.json:
+            out.write(json.dumps({"id": entry.id, "at": entry.at, "reason": entry.reason,
+                                  "topic": entry.topic, "bytes": len(entry.value),
+                                  "detail": entry.detail}) + "\n")
+        else:
+            rows.append([entry.id, age(now - entry.at), entry.reason, entry.topic,
+                         str(len(entry.value))])
+    if not args.json:
+        if rows:
+            table([["ID", "AGE", "REASON", "TOPIC", "BYTES"], *rows], out)
+        else:
+            out.write(f"no quarantined records in {args.dir}\n")
+    return 0
+
+
+def _find_quarantined(directory: Path, wanted: str) -> Quarantined:
+    found: dict[str, Quarantined] = {}
+    for entry in _quarantined(directory):
+        if entry.id.startswith(wanted):
+            found[entry.id] = entry
+    if not found:
+        raise CliError(f"no quarantined record with id {wanted!r} in {directory}")
+    if len(found) > 1 and wanted not in found:
+        raise CliError(f"{wanted!r} matches {len(found)} records; give more of the id")
+    return found.get(wanted) or next(iter(found.values()))
+
+
+async def cmd_q_show(args: argparse.Namespace, settings: CliSettings, out: IO[str]) -> int:
+    entry = _find_quarantined(args.dir, args.id)
+    try:
+        value: Any = entry.value.decode("utf-8")
+        encoding = "utf-8"
+    except UnicodeDecodeError:
+        value, encoding = base64.b64encode(entry.value).decode(), "base64"
+    out.write(json.dumps({
+        "id": entry.id, "at": entry.at, "reason": entry.reason, "detail": entry.detail,
+        "topic": entry.topic, "bytes": len(entry.value),
+        "headers": {name: v.decode("utf-8", "replace") for name, v in entry.headers},
+        "value_encoding": encoding, "value": value}, indent=2) + "\n")
+    return 0
+
+
+async def cmd_q_replay(args: argparse.Namespace, settings: CliSettings,
+                       out: IO[str]) -> int:
+    wanted = set(args.ids or ())
+    chosen = [e for e in _quarantined(args.dir) if args.all or e.id in wanted
+              or any(e.id.startswith(w) for w in wanted)]
+    if not chosen:
+        raise CliError(f"nothing to replay in {args.dir}")
+    if args.dry_run:
+        for entry in chosen:
+            out.write(f"would replay {entry.id} to {entry.topic} ({entry.reason})\n")
+        return 0
+    done: list[str] = []
+    try:
+        async with publisher(settings.kafka, settings.timeout_seconds) as pub:
+            for entry in chosen:
+                await publish(pub, entry.topic, entry.key, entry.value, entry.headers,
+                              settings.timeout_seconds)
+                done.append(entry.id)
+                out.write(f"replayed {entry.id} to {entry.topic}\n")
+    finally:
+        # What was published leaves the file even if a later one failed.
+        await asyncio.to_thread(quarantine.remove, args.dir, done)
+    return 0
+
+
 COMMANDS = {"tail": cmd_tail, "list": cmd_list, "show": cmd_show, "replay": cmd_replay}
+QUARANTINE_COMMANDS = {"list": cmd_q_list, "show": cmd_q_show, "replay": cmd_q_replay}
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
@@ -425,7 +543,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except ConfigError as exc:
         print(f"redrive: {exc.render()}", file=sys.stderr)
         return 2
-    command = COMMANDS[args.dlq_command if args.command == "dlq" else args.command]
+    if args.command == "quarantine":
+        command = QUARANTINE_COMMANDS[args.quarantine_command]
+    else:
+        command = COMMANDS[args.dlq_command if args.command == "dlq" else args.command]
     try:
         return asyncio.run(command(args, settings, out))
     except CliError as exc:

@@ -23,13 +23,14 @@ from prometheus_client import CollectorRegistry
 from redrive.admin import AdminServer, Readiness, build_admin_app
 from redrive.kafka import Publisher
 from sidecar.capture import Capturer
+from sidecar.drain import DRAIN_TIMEOUT, drain_spool
 from sidecar.metrics import SidecarMetrics
 from sidecar.proxy import Proxy
 from sidecar.settings import Settings
 from sidecar.upstream import UpstreamClient
 
 if TYPE_CHECKING:
-    from sidecar.spool import Spool, SpooledRecord
+    from sidecar.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,12 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     await publisher.start()
     spool = state.spool
     capturer = Capturer(s, publisher, state.metrics, spool=spool,
-                        spool_active=_spool_backlog(spool))
+                        spool_active=_spool_backlog(spool),
+                        kafka_up=lambda: publisher.connected)
     state.publisher = publisher
+    # Read at scrape time: the gauge follows the publisher's probe even while the drain
+    # task is busy with a long window.
+    state.metrics.kafka_connected.set_function(lambda: 1.0 if publisher.connected else 0.0)
     state.proxy = Proxy(s, client, capturer, state.metrics)
     yield
     state.proxy = None
@@ -164,16 +169,10 @@ async def _drain_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _drain_once(state: State) -> int:
-    spool, publisher = state.spool, state.publisher
-    assert spool is not None and publisher is not None
-    topic, timeout = state.settings.kafka.topic, state.settings.capture.publish_timeout
-
-    async def publish(record: SpooledRecord) -> None:
-        await publisher.publish(topic, record.key, record.value, record.headers, timeout)
-
-    sent = await spool.drain(publish, max_records=1000)
-    state.metrics.spool_drained.inc(sent)
-    return sent
+    assert state.spool is not None and state.publisher is not None
+    return await drain_spool(state.spool, state.publisher, state.metrics,
+                             topic=state.settings.kafka.topic,
+                             timeout=max(DRAIN_TIMEOUT, state.settings.capture.publish_timeout))
 
 
 async def _drain_loop(state: State) -> None:
@@ -181,7 +180,6 @@ async def _drain_loop(state: State) -> None:
     metrics, spool, backoff = state.metrics, state.spool, 0.5
     while True:
         publisher = state.publisher
-        metrics.kafka_connected.set(1 if publisher is not None and publisher.connected else 0)
         if spool is not None:
             metrics.spool_records.set(spool.records)
             metrics.spool_bytes.set(spool.bytes)
@@ -196,6 +194,6 @@ async def _drain_loop(state: State) -> None:
                     log.warning("spool drain paused: kafka did not acknowledge",
                                 extra={"error": repr(exc), "retry_in_seconds": backoff})
                     await asyncio.sleep(backoff)
-                    backoff = min(10.0, backoff * 2)
+                    backoff = min(5.0, backoff * 2)
                     continue
         await asyncio.sleep(0.5)

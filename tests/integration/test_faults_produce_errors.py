@@ -1,4 +1,5 @@
-"""Produce errors during the spool drain: permanent ones are quarantined, transient ones wait.
+"""Produce errors in the spool drain and the worker's writes: permanent ones are quarantined,
+transient ones wait.
 
 The broker is real; the refusals a local broker never gives (too large, corrupt,
 not authorised, not enough replicas) are injected at the aiokafka boundary
@@ -22,9 +23,13 @@ from redrive.cli import main as cli
 from redrive.errors import PublishError
 from redrive.kafka import Publisher
 from redrive.settings import KafkaSettings
+from retry_worker.metrics import Metrics
+from retry_worker.outcomes import Outcomes
+from retry_worker.policy import DeadLetter
 from sidecar.drain import drain_spool, quarantine_dir
 from sidecar.metrics import SidecarMetrics
 from sidecar.spool import Spool
+from tests.support.factories import record
 from tests.support.faults import faulty
 from tests.support.kafka import Broker, unique_topic
 
@@ -143,3 +148,44 @@ async def test_transient_refusals_keep_every_record_spooled_until_kafka_takes_th
     by_partition = await partitions_in_order(broker.bootstrap, topic, N)
     assert sorted(k for keys in by_partition.values() for k in keys) == [
         key(i) for i in range(N)]
+
+
+async def test_the_worker_quarantines_a_dead_letter_kafka_refuses_and_retries_transients(
+        broker: Broker, tmp_path: Path) -> None:
+    topic = unique_topic("wq")
+    big, fine = record(id="too-big-1"), record(id="fine-1")
+    producer = faulty({b"too-big-1": kafka_errors.MessageSizeTooLargeError()})
+    pub = Publisher(KafkaSettings(bootstrap_servers=(broker.bootstrap,)), client_id="t",
+                    producer_factory=producer)
+    metrics = Metrics(CollectorRegistry())
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 3:
+            producer.refuse_all = None  # the cluster recovers after three tries
+        await asyncio.sleep(0)
+
+    outcomes = Outcomes(pub, metrics, retry_topic=topic + ".retry", dlq_topic=topic + ".dlq",
+                        sleep=sleep, quarantine_dir=tmp_path)
+    await pub.start()
+    try:
+        assert await pub.wait_connected(10)
+        async with asyncio.timeout(30):
+            await outcomes.dead_letter(big, DeadLetter("permanent", "404"), ())
+        assert sleeps == []  # never retried
+        (entry,) = quarantine.read(tmp_path)
+        assert not isinstance(entry, ValueError)
+        assert (entry.key, entry.reason, entry.topic) == (b"too-big-1", "too_large",
+                                                          topic + ".dlq")
+        assert metrics.quarantined.labels("too_large")._value.get() == 1
+
+        producer.refuse_all = kafka_errors.NotEnoughReplicasError()
+        async with asyncio.timeout(30):
+            await outcomes.dead_letter(fine, DeadLetter("permanent", "404"), ())
+        assert len(sleeps) == 3  # backed off while the refusal was transient
+        assert len(list(quarantine.read(tmp_path))) == 1
+    finally:
+        await pub.stop()
+    by_partition = await partitions_in_order(broker.bootstrap, topic + ".dlq", 1)
+    assert [k for keys in by_partition.values() for k in keys] == [b"fine-1"]

@@ -108,7 +108,8 @@ class Engine:
         self._signing = settings.security.signing_keys
         self._outcomes = Outcomes(publisher, metrics, retry_topic=self._retry_topic,
                                   dlq_topic=self._dlq_topic, clock=clock, sleep=sleep,
-                                  signing=self._signing)
+                                  signing=self._signing,
+                                  quarantine_dir=settings.records.quarantine_dir)
         self._replayer = replayer
         self._metrics = metrics
         self._policy = RetryPolicy.from_settings(settings.retry)

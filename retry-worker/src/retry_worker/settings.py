@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from redrive.settings import (
@@ -81,6 +82,19 @@ class LimitSettings:
     (``REDRIVE_BREAKER_OPEN_SECONDS``)."""
 
 
+DEFAULT_QUARANTINE_DIR = Path("/tmp/redrive-quarantine")  # noqa: S108
+"""Under /tmp because the chart mounts an emptyDir there (the root filesystem is
+read-only); the directory and its file are created 0700/0600."""
+
+
+@dataclass(frozen=True)
+class RecordSettings:
+    quarantine_dir: Path = DEFAULT_QUARANTINE_DIR
+    """Where records Kafka refuses for good (too large, invalid, not authorised) are set
+    aside instead of retried forever (``REDRIVE_QUARANTINE_DIR``); list and replay them with
+    ``redrive quarantine ... --dir``. Mount a volume there to keep them across restarts."""
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
@@ -93,6 +107,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     pod: PodIdentity = field(default_factory=PodIdentity)
+    records: RecordSettings = field(default_factory=RecordSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -120,9 +135,14 @@ class Settings:
         log = LogSettings.from_env(env)
         security = SecuritySettings.from_env(env)
         pod = PodIdentity.from_env(env)
+        records = RecordSettings(
+            quarantine_dir=Path(env.string("REDRIVE_QUARANTINE_DIR",
+                                           str(DEFAULT_QUARANTINE_DIR))),
+        )
         env.check()
         return cls(kafka=kafka, consumer=consumer, target=target, retry=retry, limits=limits,
-                   admin=admin, shutdown=shutdown, log=log, security=security, pod=pod)
+                   admin=admin, shutdown=shutdown, log=log, security=security, pod=pod,
+                   records=records)
 
     def summary(self) -> dict[str, object]:
         """Effective settings for the startup log line; keys are never included."""
@@ -142,6 +162,7 @@ class Settings:
             "breaker": [self.limits.breaker_failures, self.limits.breaker_open_seconds],
             "admin": f"{self.admin.host}:{self.admin.port}",
             "drain_timeout_seconds": self.shutdown.drain_timeout_seconds,
+            "quarantine_dir": str(self.records.quarantine_dir),
         }
 
 

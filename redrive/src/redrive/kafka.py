@@ -23,6 +23,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 from aiokafka.errors import KafkaError
 
+from redrive import chunks
+from redrive.chunks import DEFAULT_MAX_RECORD_BYTES, split
 from redrive.errors import PublishError
 from redrive.settings import KafkaSettings, kafka_ssl_context
 
@@ -114,14 +116,17 @@ def producer_options(kafka: KafkaSettings, *, client_id: str,
         "acks": "all",
         "enable_idempotence": False,
         "linger_ms": 0,
-        # A record holds the request body (base64 grows it by a third) plus metadata.
-        "max_request_size": max(1_048_576, max_record_bytes),
+        # Records are split to fit max_record_bytes (redrive.chunks); a request may hold
+        # a batch for each of several partitions.
+        "max_request_size": max(1_048_576, 2 * max_record_bytes),
         "request_timeout_ms": 30_000,
         "retry_backoff_ms": 100,
         "metadata_max_age_ms": 60_000,
         "partitioner": key_partitioner,
-        # Publisher builds its own batches from what one event-loop turn published.
-        "max_batch_size": 512 * 1024,
+        # Publisher builds its own batches from what one event-loop turn published; a
+        # batch never passes max_record_bytes, which is what the broker limits (a single
+        # record larger than the batch size gets a batch of its own, and fits too).
+        "max_batch_size": min(512 * 1024, max_record_bytes),
         **security_options(kafka),
     }
 
@@ -137,6 +142,19 @@ def key_partitioner(key: bytes | None, all_partitions: list[int],
     if key is None:
         return random.choice(available or all_partitions)
     return all_partitions[zlib.crc32(key) % len(all_partitions)]
+
+
+def _outcome(group: list[asyncio.Future[Delivery]], timeout: float) -> Delivery | PublishError:
+    """One record's result from its chunks' futures (one future when it was not split):
+    the first chunk's Delivery when all were acknowledged, else the first error."""
+    error: PublishError | None = None
+    for future in group:
+        if not future.done():
+            future.cancel()
+            error = error or PublishError(f"no acknowledgement from Kafka within {timeout:g}s")
+        elif (exc := future.exception()) is not None:
+            error = error or publish_error(exc)
+    return error if error is not None else group[0].result()
 
 
 @dataclass(eq=False, slots=True)
@@ -195,13 +213,14 @@ class Publisher:
     """
 
     def __init__(self, kafka: KafkaSettings, *, client_id: str,
-                 max_record_bytes: int = 1_048_576,
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
                  reconnect_initial: float = 0.2, reconnect_max: float = 5.0,
                  probe_interval: float = 2.0, probe_timeout: float = 2.0,
                  producer_factory: Callable[..., AIOKafkaProducer] = AIOKafkaProducer) -> None:
         self._options = producer_options(kafka, client_id=client_id,
                                          max_record_bytes=max_record_bytes)
         self._factory = producer_factory
+        self._max_record = max_record_bytes
         self._producer: AIOKafkaProducer | None = None
         self._connector: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -308,23 +327,26 @@ class Publisher:
             error = PublishError(self.last_error or "kafka producer not started")
             return [error] * len(records)
         loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[Delivery]] = [loop.create_future() for _ in records]
         lane = self._lane(producer, topic)
-        lane.records.extend(_Outgoing(key, value, list(headers), future, alone)
-                            for (key, value, headers), future in zip(records, futures,
-                                                                     strict=True))
+        # Each record becomes one or more Kafka records (chunks, when it is too large).
+        groups: list[list[asyncio.Future[Delivery]] | PublishError] = []
+        for key, value, headers in records:
+            try:
+                parts = split(key, value, headers, self._max_record)
+            except ValueError as exc:
+                groups.append(PublishError(str(exc), retriable=False, reason="too_large"))
+                continue
+            futures_of: list[asyncio.Future[Delivery]] = [loop.create_future() for _ in parts]
+            lane.records.extend(_Outgoing(k, v, h, f, alone)
+                                for (k, v, h), f in zip(parts, futures_of, strict=True))
+            groups.append(futures_of)
         lane.wakeup.set()
+        futures = [f for g in groups if not isinstance(g, PublishError) for f in g]
         if futures:
             await asyncio.wait(futures, timeout=timeout)
         out: list[Delivery | PublishError] = []
-        for future in futures:
-            if not future.done():
-                future.cancel()
-                out.append(PublishError(f"no acknowledgement from Kafka within {timeout:g}s"))
-            elif (exc := future.exception()) is not None:
-                out.append(publish_error(exc))
-            else:
-                out.append(future.result())
+        for entry in groups:
+            out.append(entry if isinstance(entry, PublishError) else _outcome(entry, timeout))
         if any(isinstance(r, PublishError) and r.retriable for r in out):
             self.suspect()
         return out
@@ -344,6 +366,11 @@ class Publisher:
         producer = self._producer
         if producer is None:
             raise PublishError(self.last_error or "kafka producer not started")
+        if chunks.encoded_size(key, value, headers) > self._max_record:
+            (result,) = await self.publish_many(topic, [(key, value, headers)], timeout)
+            if isinstance(result, PublishError):
+                raise result
+            return result
         future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
         lane = self._lane(producer, topic)
         lane.records.append(_Outgoing(key, value, list(headers), future))

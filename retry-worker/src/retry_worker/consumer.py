@@ -35,6 +35,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
 from redrive.admin import Readiness
+from redrive.chunks import ChunkSet, chunk_info, without_chunk_headers
 from redrive.deadletter import (
     DUE_HEADER,
     HISTORY_HEADER,
@@ -71,6 +72,15 @@ _NO_FAILURE = Failure(kind="malformed", reached_upstream=False)
 
 COMMIT_INTERVAL = 0.25
 """Seconds between commits; a SIGKILL repeats at most this much finished work."""
+CHUNK_WAIT = 120.0
+"""Seconds an incomplete chunk set may wait for its missing chunks (which follow it on
+the same partition, normally within the same fetch) before it is dead-lettered."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    chunks: ChunkSet
+    since: float
 
 
 class Sender(Protocol):
@@ -92,6 +102,8 @@ class Item:
     record: Record
     history: list[AttemptLog] = field(default_factory=list)
     due: float = 0.0
+    more_offsets: list[int] = field(default_factory=list)
+    """Offsets of the record's other chunks (redrive.chunks), finished with it."""
 
 
 class Engine:
@@ -132,6 +144,7 @@ class Engine:
         self._last_commit = 0.0
         self._last_gauges = 0.0
         self._paused: set[TopicPartition] = set()
+        self._chunks: dict[tuple[TopicPartition, bytes | None, str], _Pending] = {}
 
     # -- readiness ---------------------------------------------------------------------
 
@@ -170,6 +183,8 @@ class Engine:
                     for message in messages:
                         self._accept(tp, message, now)
                 self._release_due(now)
+                if self._chunks:
+                    self._expire_chunks()
                 await self._commit_if_due()
                 await self._update_gauges()
         finally:
@@ -269,20 +284,48 @@ class Engine:
         epoch = self._epochs.get(tp, 0)
         self._tracker.start(tp, offset)
         value = message.value or b""
+        raw_headers = list(message.headers or ())
+        more: list[int] = []
+        try:
+            info = chunk_info(raw_headers)
+        except ValueError as exc:
+            self._spawn_malformed(tp, message.key, value, [str(exc)], epoch, offset)
+            return
+        if info is not None:
+            # A chunk: hold it until its set is complete; the set's offsets stay unfinished
+            # (uncommitted) until the whole record's outcome is durable.
+            where = (tp, message.key, info.digest)
+            pending = self._chunks.get(where)
+            if pending is None:
+                pending = self._chunks[where] = _Pending(
+                    ChunkSet(info.count, info.digest), self._monotonic())
+            pending.chunks.add(info.index, value, offset)
+            if not pending.chunks.complete:
+                return
+            del self._chunks[where]
+            offset, *more = pending.chunks.offsets
+            try:
+                value = pending.chunks.join()
+            except ValueError as exc:
+                self._spawn_malformed(tp, message.key, b"".join(pending.chunks.parts.values()),
+                                      [str(exc)], epoch, offset, more)
+                return
+            raw_headers = without_chunk_headers(raw_headers)
         # Signature first: nothing of an unverified record is trusted, not even its shape.
         verdict = (SigVerdict.VALID if self._signing is None
-                   else self._signing.verify_headers(value, list(message.headers or ())))
+                   else self._signing.verify_headers(value, raw_headers))
         try:
             obj = json.loads(value)
             record = from_dict(obj)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            self._spawn_malformed(tp, message, [f"not JSON: {exc}"], epoch)
+            self._spawn_malformed(tp, message.key, value, [f"not JSON: {exc}"], epoch, offset,
+                                  more)
             return
         except RecordError as exc:
-            self._spawn_malformed(tp, message, exc.problems, epoch)
+            self._spawn_malformed(tp, message.key, value, exc.problems, epoch, offset, more)
             return
-        headers = dict(message.headers or ())
-        item = Item(tp=tp, offset=offset, epoch=epoch, record=record)
+        headers = dict(raw_headers)
+        item = Item(tp=tp, offset=offset, epoch=epoch, record=record, more_offsets=more)
         if verdict is not SigVerdict.VALID:
             detail = ("no redrive-signature header" if verdict is SigVerdict.UNSIGNED
                       else "redrive-signature does not match (wrong key, unknown kid or "
@@ -368,6 +411,7 @@ class Engine:
             self._epochs[tp] = self._epochs.get(tp, 0) + 1
         self._waiting = [w for w in self._waiting if w[2].tp not in revoked_set]
         heapq.heapify(self._waiting)
+        self._chunks = {k: v for k, v in self._chunks.items() if k[0] not in revoked_set}
         tasks = [t for t, tp in self._tasks.items() if tp in revoked_set]
         if tasks:
             await asyncio.wait(tasks, timeout=min(10.0, self._settings.shutdown
@@ -413,6 +457,8 @@ class Engine:
                 await work
                 if self._current(item):
                     self._tracker.finish(item.tp, item.offset)
+                    for offset in item.more_offsets:
+                        self._tracker.finish(item.tp, offset)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -428,15 +474,33 @@ class Engine:
         self._tasks[task] = item.tp
         task.add_done_callback(self._tasks.pop)
 
-    def _spawn_malformed(self, tp: TopicPartition, message: ConsumerRecord[bytes, bytes],
-                         problems: list[str], epoch: int) -> None:
-        work = self._outcomes.malformed(message.value or b"", problems, topic=tp.topic,
-                                        partition=tp.partition, offset=message.offset,
-                                        key=message.key)
-        placeholder = Record(id=f"malformed@{tp.topic}/{tp.partition}/{message.offset}",
+    def _spawn_malformed(self, tp: TopicPartition, key: bytes | None, value: bytes,
+                         problems: list[str], epoch: int, offset: int,
+                         more: list[int] | None = None) -> None:
+        work = self._outcomes.malformed(value, problems, topic=tp.topic,
+                                        partition=tp.partition, offset=offset, key=key)
+        placeholder = Record(id=f"malformed@{tp.topic}/{tp.partition}/{offset}",
                              timestamp=0.0, method="-", uri="/", headers={}, body=b"",
                              error=_NO_FAILURE, idempotency_key="")
-        self._spawn(Item(tp=tp, offset=message.offset, epoch=epoch, record=placeholder), work)
+        self._spawn(Item(tp=tp, offset=offset, epoch=epoch, record=placeholder,
+                         more_offsets=list(more or ())), work)
+
+    def _expire_chunks(self) -> None:
+        """Dead-letter (malformed) chunk sets that stayed incomplete for CHUNK_WAIT
+        seconds: their missing chunks are not coming (a producer died mid-set), and
+        waiting longer would pin the partition's commit point and memory."""
+        now = self._monotonic()
+        for where, pending in list(self._chunks.items()):
+            if now - pending.since < CHUNK_WAIT:
+                continue
+            del self._chunks[where]
+            tp, key, _ = where
+            chunks = pending.chunks
+            offset, *more = chunks.offsets
+            problem = (f"incomplete chunk set: {len(chunks.parts)} of {chunks.count} chunks "
+                       f"after {CHUNK_WAIT:g}s")
+            self._spawn_malformed(tp, key, b"".join(chunks.parts[i] for i in sorted(
+                chunks.parts)), [problem], self._epochs.get(tp, 0), offset, more)
 
     # -- one record ------------------------------------------------------------------------
 

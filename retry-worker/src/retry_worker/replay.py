@@ -10,6 +10,7 @@ followed. aiohttp's exceptions stop here: :meth:`Replayer.send` returns a
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 from collections.abc import Callable
@@ -127,7 +128,7 @@ class Replayer:
 
         try:
             async with self._session.request(record.method, url, headers=headers,
-                                             data=record.body or None,
+                                             data=_payload(record.body),
                                              allow_redirects=False) as resp:
                 await resp.read()
                 return result(resp.status, retry_after=resp.headers.get("Retry-After"))
@@ -164,3 +165,11 @@ async def close_session(session: aiohttp.ClientSession) -> None:
     await session.close()
     # Let the connector's transports close before the loop goes (aiohttp's advice).
     await asyncio.sleep(0)
+
+
+def _payload(body: bytes) -> bytes | io.BytesIO | None:
+    """Large bodies (chunked records can hold megabytes) as a stream, as aiohttp asks
+    for bodies over 1 MiB; small ones as bytes."""
+    if not body:
+        return None
+    return io.BytesIO(body) if len(body) > 1_048_576 else body

@@ -51,7 +51,7 @@ async def _run(settings: Settings, registry: CollectorRegistry, metrics: Metrics
                stopping: asyncio.Event, watch: SignalWatch | None) -> None:
     async with contextlib.AsyncExitStack() as stack:
         publisher = Publisher(settings.kafka, client_id=f"redrive-retry-worker-{settings.pod.pod}",
-                              max_record_bytes=8 * 1_048_576)
+                              max_record_bytes=settings.records.max_record_bytes)
         session = new_session(settings.target, settings.limits.replay_concurrency)
         stack.push_async_callback(close_session, session)
         replayer = Replayer(session, settings.target.url, sealing=settings.security.seal_keys)

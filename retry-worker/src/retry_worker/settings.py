@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from redrive.chunks import DEFAULT_MAX_RECORD_BYTES, MIN_MAX_RECORD_BYTES
 from redrive.settings import (
     AdminSettings,
     Env,
@@ -89,6 +90,10 @@ read-only); the directory and its file are created 0700/0600."""
 
 @dataclass(frozen=True)
 class RecordSettings:
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    """Largest Kafka record the worker produces (retry and dead-letter records), as the
+    broker counts it (``REDRIVE_MAX_RECORD_BYTES``); larger ones travel in ordered chunks
+    (``redrive.chunks``). Keep it at or below the topics' ``max.message.bytes``."""
     quarantine_dir: Path = DEFAULT_QUARANTINE_DIR
     """Where records Kafka refuses for good (too large, invalid, not authorised) are set
     aside instead of retried forever (``REDRIVE_QUARANTINE_DIR``); list and replay them with
@@ -136,6 +141,9 @@ class Settings:
         security = SecuritySettings.from_env(env)
         pod = PodIdentity.from_env(env)
         records = RecordSettings(
+            max_record_bytes=env.integer("REDRIVE_MAX_RECORD_BYTES", DEFAULT_MAX_RECORD_BYTES,
+                                         minimum=MIN_MAX_RECORD_BYTES,
+                                         maximum=64 * 1_048_576),
             quarantine_dir=Path(env.string("REDRIVE_QUARANTINE_DIR",
                                            str(DEFAULT_QUARANTINE_DIR))),
         )
@@ -162,6 +170,7 @@ class Settings:
             "breaker": [self.limits.breaker_failures, self.limits.breaker_open_seconds],
             "admin": f"{self.admin.host}:{self.admin.port}",
             "drain_timeout_seconds": self.shutdown.drain_timeout_seconds,
+            "max_record_bytes": self.records.max_record_bytes,
             "quarantine_dir": str(self.records.quarantine_dir),
         }
 

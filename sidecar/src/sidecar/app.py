@@ -114,9 +114,9 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     s = state.settings
     client = UpstreamClient(s.upstream.url, connect_timeout=s.upstream.connect_timeout,
                             timeout=s.upstream.timeout, idle_timeout=30.0)
-    # A record carries the body, base64 when binary (4/3 larger), plus headers and metadata.
+    # Captures larger than a Kafka record travel in chunks (redrive.chunks).
     publisher = Publisher(s.kafka, client_id=f"redrive-sidecar-{s.identity.pod}",
-                          max_record_bytes=s.listen.max_body_bytes * 4 // 3 + 256 * 1024)
+                          max_record_bytes=s.records.max_record_bytes)
     await publisher.start()
     spool = state.spool
     capturer = Capturer(s, publisher, state.metrics, spool=spool,

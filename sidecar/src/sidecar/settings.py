@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from redrive.chunks import DEFAULT_MAX_RECORD_BYTES, MIN_MAX_RECORD_BYTES
 from redrive.settings import (
     AdminSettings,
     Env,
@@ -70,6 +71,15 @@ class SpoolSettings:
 
 
 @dataclass(frozen=True)
+class RecordSettings:
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    """Largest Kafka record the sidecar produces, as the broker counts it (value, key,
+    headers, batch overhead) (``REDRIVE_MAX_RECORD_BYTES``). A capture larger than that
+    travels in ordered chunks (``redrive.chunks``). Keep it at or below the topic's
+    ``max.message.bytes`` (1,048,588 by default on Kafka and Strimzi)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     listen: ListenSettings = field(default_factory=ListenSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
@@ -81,6 +91,7 @@ class Settings:
     logging: LogSettings = field(default_factory=LogSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     identity: PodIdentity = field(default_factory=PodIdentity)
+    records: RecordSettings = field(default_factory=RecordSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -126,6 +137,9 @@ class Settings:
             kafka=KafkaSettings.from_env(env), admin=admin, shutdown=shutdown,
             logging=LogSettings.from_env(env), security=SecuritySettings.from_env(env),
             identity=PodIdentity.from_env(env),
+            records=RecordSettings(max_record_bytes=env.integer(
+                "REDRIVE_MAX_RECORD_BYTES", DEFAULT_MAX_RECORD_BYTES,
+                minimum=MIN_MAX_RECORD_BYTES, maximum=64 * 1_048_576)),
         )
         env.check()
         return settings

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from aiokafka.codec import has_zstd
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,6 +19,8 @@ from redrive.chunks import (
     split,
     without_chunk_headers,
 )
+from redrive.kafka import producer_options
+from redrive.settings import KafkaSettings
 
 HEADERS = [("redrive-version", b"1"), ("redrive-signature", b"v1;kid=a;sig=" + b"x" * 43)]
 
@@ -87,3 +90,9 @@ def test_malformed_chunk_headers_are_refused(headers: list[tuple[str, bytes]]) -
 def test_headers_too_large_for_any_chunk_are_refused() -> None:
     with pytest.raises(ValueError, match="exceed"):
         split(b"k", b"v" * 40_000, [("h", b"x" * 20_000)], 20_000)
+
+
+def test_producers_compress_with_zstd_and_never_batch_past_the_record_limit() -> None:
+    options = producer_options(KafkaSettings(), client_id="c", max_record_bytes=100_000)
+    assert options["compression_type"] == "zstd" and has_zstd()
+    assert options["max_batch_size"] <= 100_000

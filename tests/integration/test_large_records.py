@@ -74,7 +74,7 @@ async def test_a_3_mb_binary_body_is_chunked_reassembled_and_replayed_byte_exact
     first, second = t.by_replay_id()[rid][:2]
     assert first.body == body and second.body == body
     assert second.headers["X-Redrive-Attempt"] == "2"
-    retried = await read_topic(broker.bootstrap, f"{topic}.retry", idle=2.0)
+    retried = await read_topic(broker.bootstrap, f"{topic}.retry.100ms", idle=2.0)
     assert len(retried) >= 4
     assert max(kafka_size(k, v, h) for k, v, h in retried) <= LIMIT
 

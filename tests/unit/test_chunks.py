@@ -7,7 +7,7 @@ import os
 import pytest
 from aiokafka.codec import has_zstd
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from redrive.chunks import (
@@ -29,6 +29,7 @@ def test_a_record_that_fits_is_left_alone() -> None:
     assert split(b"k", b"v" * 100, HEADERS, 16_384) == [(b"k", b"v" * 100, HEADERS)]
 
 
+@settings(deadline=None, max_examples=50)  # megabytes of hashing on a shared machine
 @given(size=st.integers(0, 300_000), limit=st.integers(16_384, 120_000))
 def test_every_chunk_fits_and_the_chunks_join_to_the_value(size: int, limit: int) -> None:
     value = os.urandom(size)

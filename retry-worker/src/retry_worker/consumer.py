@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import json
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -48,6 +47,7 @@ from redrive.envelope import Failure, Record, from_dict
 from redrive.errors import RecordError
 from redrive.kafka import consumer_options
 from redrive.logs import bind
+from redrive.retrytopics import tier_topic
 from redrive.signing import Verdict as SigVerdict
 from retry_worker.limits import CircuitBreaker, TokenBucket
 from retry_worker.metrics import Metrics
@@ -133,8 +133,13 @@ class Engine:
         self._slots = asyncio.Semaphore(limits.replay_concurrency)
         self._backlog_limit = max(4 * limits.replay_concurrency, 200)
         self._ready: asyncio.Queue[Item] = asyncio.Queue()
-        self._waiting: list[tuple[float, int, Item]] = []
-        self._seq = itertools.count()
+        # Retry records held until due, per partition, in offset order: the head of each
+        # partition is released first, and a partition whose head is not due is paused.
+        self._held: dict[TopicPartition, deque[Item]] = {}
+        self._tiers = {tier: tier_topic(self._retry_topic, tier)
+                       for tier in self._policy.tiers()}
+        self._retry_topics = frozenset({self._retry_topic, *self._tiers.values()})
+        self._revoking: set[TopicPartition] = set()
         self._tracker = OffsetTracker[TopicPartition]()
         self._epochs: dict[TopicPartition, int] = {}
         self._tasks: dict[asyncio.Task[None], TopicPartition] = {}
@@ -208,7 +213,7 @@ class Engine:
             session_timeout=self._settings.consumer.session_timeout_seconds)
         while not stopping.is_set():
             consumer = AIOKafkaConsumer(**options)
-            consumer.subscribe(topics=[self._topic, self._retry_topic], listener=_Listener(self))
+            consumer.subscribe(topics=self.topics, listener=_Listener(self))
             try:
                 async with asyncio.timeout(30):
                     await consumer.start()
@@ -223,8 +228,7 @@ class Engine:
                 delay = min(5.0, delay * 2)
                 continue
             log.info("kafka consumer connected", extra={
-                "group_id": self._settings.consumer.group_id,
-                "topics": [self._topic, self._retry_topic]})
+                "group_id": self._settings.consumer.group_id, "topics": self.topics})
             return consumer
         return None
 
@@ -250,10 +254,12 @@ class Engine:
         return self._ready.qsize() + len(self._tasks)
 
     def _poll_ms(self) -> int:
-        if self._paused and self._breaker.closed and self._backlog() < self._backlog_limit:
+        if self._breaker.closed and self._backlog() < self._backlog_limit and any(
+                not self._held.get(tp) for tp in self._paused):
             return 10  # the backlog just drained: resume quickly
-        if self._waiting:
-            until = self._waiting[0][0] - self._clock()
+        heads = [held[0].due for held in self._held.values() if held]
+        if heads:
+            until = min(heads) - self._clock()
             return max(1, min(100, int(until * 1000)))
         return 100
 
@@ -263,10 +269,14 @@ class Engine:
         # record must be at hand to serve as the probe.
         held = not self._breaker.closed and self._ready.qsize() > 0
         pause: set[TopicPartition] = set()
+        full = self._held_count() >= self._settings.consumer.retry_buffer_records
         for tp in consumer.assignment():
-            if tp.topic == self._retry_topic:
-                full = len(self._waiting) >= self._settings.consumer.retry_buffer_records
-                if held or full or backlog >= self._backlog_limit:
+            if tp.topic in self._retry_topics:
+                # A partition whose head is not due waits: nothing behind it is due
+                # earlier (one fixed delay per tier), and fetching more would only fill
+                # memory with records that also wait.
+                waiting = bool(self._held.get(tp))
+                if held or full or waiting or backlog >= self._backlog_limit:
                     pause.add(tp)
             elif held or backlog >= self._backlog_limit:
                 pause.add(tp)
@@ -332,7 +342,7 @@ class Engine:
                            "altered record)")
             self._spawn(item, self._reject(item, verdict.value, detail))
             return
-        if tp.topic == self._retry_topic:
+        if tp.topic in self._retry_topics:
             item.due = decode_due(headers.get(DUE_HEADER)) or 0.0
             item.history = decode_history(headers.get(HISTORY_HEADER))
         has_key = isinstance(obj.get("idempotency_key"), str) and bool(obj["idempotency_key"])
@@ -345,20 +355,38 @@ class Engine:
                 refusal = DeadLetter(UNSAFE, str(exc))
         if refusal is not None:
             self._spawn(item, self._finish_without_replay(item, refusal))
-        elif item.due > now:
-            heapq.heappush(self._waiting, (item.due, next(self._seq), item))
+        elif item.due > now or self._held.get(tp):
+            # Behind a head that is not due, a record waits its turn even if due itself
+            # (never before its own due time; see RetryPolicy.tier_for for how long).
+            self._held.setdefault(tp, deque()).append(item)
         else:
             self._ready.put_nowait(item)
 
     def _release_due(self, now: float) -> None:
-        while self._waiting and self._waiting[0][0] <= now:
-            _, _, item = heapq.heappop(self._waiting)
-            if self._current(item):
-                self._ready.put_nowait(item)
+        for tp, held in list(self._held.items()):
+            while held and held[0].due <= now:
+                item = held.popleft()
+                if self._dispatchable(item):
+                    self._ready.put_nowait(item)
+            if not held:
+                del self._held[tp]
+
+    def _held_count(self) -> int:
+        return sum(len(held) for held in self._held.values())
+
+    @property
+    def topics(self) -> list[str]:
+        """Every topic the worker reads: captures, the retry tiers, and the single retry
+        topic of earlier versions (still drained, never written)."""
+        return [self._topic, *self._tiers.values(), self._retry_topic]
 
     def _current(self, item: Item) -> bool:
         """False once the item's partition was revoked (another worker reads it now)."""
         return self._epochs.get(item.tp, 0) == item.epoch
+
+    def _dispatchable(self, item: Item) -> bool:
+        """Current, and its partition is not being handed over right now."""
+        return self._current(item) and item.tp not in self._revoking
 
     async def _commit_if_due(self) -> None:
         if self._monotonic() - self._last_commit >= COMMIT_INTERVAL:
@@ -388,7 +416,7 @@ class Engine:
         if now - self._last_gauges < 1.0 or self._consumer is None:
             return
         self._last_gauges = now
-        self._metrics.waiting.set(len(self._waiting))
+        self._metrics.waiting.set(self._held_count())
         self._metrics.breaker_open.set(0 if self._breaker.closed else 1)
         lag: dict[str, int] = {self._topic: 0, self._retry_topic: 0}
         for tp in self._consumer.assignment():
@@ -407,18 +435,25 @@ class Engine:
     async def on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         """Finish (bounded) what is in flight for ``revoked``, commit it, let go of the rest."""
         revoked_set = set(revoked)
-        for tp in revoked_set:
-            self._epochs[tp] = self._epochs.get(tp, 0) + 1
-        self._waiting = [w for w in self._waiting if w[2].tp not in revoked_set]
-        heapq.heapify(self._waiting)
-        self._chunks = {k: v for k, v in self._chunks.items() if k[0] not in revoked_set}
-        tasks = [t for t, tp in self._tasks.items() if tp in revoked_set]
-        if tasks:
-            await asyncio.wait(tasks, timeout=min(10.0, self._settings.shutdown
-                                                  .drain_timeout_seconds) or 0.1)
-        await self._commit(timeout=5.0, only=revoked_set)
-        self._tracker.forget(revoked_set)
-        self._paused -= revoked_set
+        # Order matters: stop starting replays of these partitions, let the ones in flight
+        # finish and record their outcome, commit, and only then make everything left of
+        # them stale. Bumping the epoch first would drop the outcomes of replays finishing
+        # during the wait, and the next owner would replay them again.
+        self._revoking |= revoked_set
+        try:
+            tasks = [t for t, tp in self._tasks.items() if tp in revoked_set]
+            if tasks:
+                await asyncio.wait(tasks, timeout=min(10.0, self._settings.shutdown
+                                                      .drain_timeout_seconds) or 0.1)
+            await self._commit(timeout=5.0, only=revoked_set)
+        finally:
+            self._revoking -= revoked_set
+            for tp in revoked_set:
+                self._epochs[tp] = self._epochs.get(tp, 0) + 1
+                self._held.pop(tp, None)
+            self._chunks = {k: v for k, v in self._chunks.items() if k[0] not in revoked_set}
+            self._tracker.forget(revoked_set)
+            self._paused -= revoked_set
         log.info("partitions revoked", extra={"partitions": _names(revoked_set)})
 
     def on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
@@ -430,7 +465,7 @@ class Engine:
     async def _dispatch_loop(self) -> None:
         while True:
             item = await self._ready.get()
-            if not self._current(item):
+            if not self._dispatchable(item):
                 continue
             await self._slots.acquire()
             try:
@@ -438,7 +473,7 @@ class Engine:
             except BaseException:
                 self._slots.release()
                 raise
-            if not self._current(item):
+            if not self._dispatchable(item):
                 self._breaker.release_probe()
                 self._slots.release()
                 continue
@@ -549,7 +584,9 @@ class Engine:
             if isinstance(decision, Done):
                 log.info("replay attempt", extra={"outcome": "success", **summary})
             elif isinstance(decision, RetryAt):
-                await self._outcomes.retry_later(replayed, decision.due, history)
+                tier = self._policy.tier_for(decision.due - self._clock())
+                await self._outcomes.retry_later(replayed, decision.due, history,
+                                                 topic=self._tiers[tier])
                 log.info("replay attempt", extra={
                     "outcome": "retry_scheduled",
                     "retry_in_seconds": round(decision.due - self._clock(), 3), **summary})

@@ -71,12 +71,14 @@ class Outcomes:
         self._clock = clock
         self._sleep = sleep
 
-    async def retry_later(self, record: Record, due: float,
-                          history: Sequence[AttemptLog]) -> None:
-        """Park ``record`` (its ``attempt`` = replays made) on the retry topic until ``due``."""
+    async def retry_later(self, record: Record, due: float, history: Sequence[AttemptLog],
+                          *, topic: str | None = None) -> None:
+        """Park ``record`` (its ``attempt`` = replays made) until ``due`` on ``topic`` (the
+        retry tier of its delay; the single retry topic when None)."""
         headers = [*KAFKA_HEADERS, (DUE_HEADER, encode_due(due)),
                    (HISTORY_HEADER, encode_history(history))]
-        await self._publish(self._retry_topic, record.id.encode(), encode(record), headers)
+        await self._publish(topic or self._retry_topic, record.id.encode(), encode(record),
+                            headers)
         self._metrics.retries_scheduled.inc()
 
     async def dead_letter(self, record: Record, decision: DeadLetter,

@@ -203,7 +203,26 @@ def _retry(env: Env) -> RetrySettings:
         env.problem("REDRIVE_BACKOFF_MAX_SECONDS",
                     f"{retry.backoff_max_seconds:g} is below REDRIVE_BACKOFF_INITIAL_SECONDS "
                     f"({retry.backoff_initial_seconds:g})")
+    elif _tier_count(retry) > MAX_RETRY_TIERS:
+        env.problem("REDRIVE_BACKOFF_MULTIPLIER",
+                    f"the backoff schedule has more than {MAX_RETRY_TIERS} distinct delays "
+                    "(one retry topic each); raise the multiplier or lower the attempts")
     return retry
+
+
+MAX_RETRY_TIERS = 24
+"""Retry tier topics at most (one per distinct delay of the schedule, plus the cap)."""
+
+
+def _tier_count(retry: RetrySettings) -> int:
+    delays = {retry.backoff_max_seconds}
+    delay = retry.backoff_initial_seconds
+    for _ in range(1, retry.max_attempts):
+        if delay >= retry.backoff_max_seconds or len(delays) > MAX_RETRY_TIERS:
+            break
+        delays.add(delay)
+        delay *= retry.backoff_multiplier
+    return len(delays)
 
 
 def target_origin(url: str) -> tuple[str, str, int]:

@@ -104,6 +104,8 @@ class Item:
     due: float = 0.0
     more_offsets: list[int] = field(default_factory=list)
     """Offsets of the record's other chunks (redrive.chunks), finished with it."""
+    size: int = 0
+    """Bytes of the Kafka value(s), counted against the worker's buffer budget."""
 
 
 class Engine:
@@ -140,6 +142,9 @@ class Engine:
                        for tier in self._policy.tiers()}
         self._retry_topics = frozenset({self._retry_topic, *self._tiers.values()})
         self._revoking: set[TopicPartition] = set()
+        self._buffered = 0
+        """Bytes of records read and queued or held, not yet started (replays in flight
+        are bounded by REDRIVE_REPLAY_CONCURRENCY)."""
         self._tracker = OffsetTracker[TopicPartition]()
         self._epochs: dict[TopicPartition, int] = {}
         self._tasks: dict[asyncio.Task[None], TopicPartition] = {}
@@ -270,6 +275,10 @@ class Engine:
         held = not self._breaker.closed and self._ready.qsize() > 0
         pause: set[TopicPartition] = set()
         full = self._held_count() >= self._settings.consumer.retry_buffer_records
+        # Past the byte budget every partition waits, except one with an incomplete chunk
+        # set: its missing chunks follow on that partition, and pausing it would stall it.
+        over = self._buffered >= self._settings.consumer.buffer_bytes
+        assembling = {where[0] for where in self._chunks}
         for tp in consumer.assignment():
             if tp.topic in self._retry_topics:
                 # A partition whose head is not due waits: nothing behind it is due
@@ -279,6 +288,8 @@ class Engine:
                 if held or full or waiting or backlog >= self._backlog_limit:
                     pause.add(tp)
             elif held or backlog >= self._backlog_limit:
+                pause.add(tp)
+            if over and tp not in assembling:
                 pause.add(tp)
         if pause != self._paused:
             resume = self._paused - pause
@@ -335,7 +346,8 @@ class Engine:
             self._spawn_malformed(tp, message.key, value, exc.problems, epoch, offset, more)
             return
         headers = dict(raw_headers)
-        item = Item(tp=tp, offset=offset, epoch=epoch, record=record, more_offsets=more)
+        item = Item(tp=tp, offset=offset, epoch=epoch, record=record, more_offsets=more,
+                    size=len(value))
         if verdict is not SigVerdict.VALID:
             detail = ("no redrive-signature header" if verdict is SigVerdict.UNSIGNED
                       else "redrive-signature does not match (wrong key, unknown kid or "
@@ -359,8 +371,10 @@ class Engine:
             # Behind a head that is not due, a record waits its turn even if due itself
             # (never before its own due time; see RetryPolicy.tier_for for how long).
             self._held.setdefault(tp, deque()).append(item)
+            self._buffered += item.size
         else:
             self._ready.put_nowait(item)
+            self._buffered += item.size
 
     def _release_due(self, now: float) -> None:
         for tp, held in list(self._held.items()):
@@ -368,6 +382,8 @@ class Engine:
                 item = held.popleft()
                 if self._dispatchable(item):
                     self._ready.put_nowait(item)
+                else:
+                    self._buffered -= item.size
             if not held:
                 del self._held[tp]
 
@@ -417,6 +433,7 @@ class Engine:
             return
         self._last_gauges = now
         self._metrics.waiting.set(self._held_count())
+        self._metrics.buffered_bytes.set(self._buffered)
         self._metrics.breaker_open.set(0 if self._breaker.closed else 1)
         lag: dict[str, int] = {self._topic: 0, self._retry_topic: 0}
         for tp in self._consumer.assignment():
@@ -450,7 +467,8 @@ class Engine:
             self._revoking -= revoked_set
             for tp in revoked_set:
                 self._epochs[tp] = self._epochs.get(tp, 0) + 1
-                self._held.pop(tp, None)
+                for item in self._held.pop(tp, ()):
+                    self._buffered -= item.size
             self._chunks = {k: v for k, v in self._chunks.items() if k[0] not in revoked_set}
             self._tracker.forget(revoked_set)
             self._paused -= revoked_set
@@ -465,6 +483,7 @@ class Engine:
     async def _dispatch_loop(self) -> None:
         while True:
             item = await self._ready.get()
+            self._buffered -= item.size
             if not self._dispatchable(item):
                 continue
             await self._slots.acquire()

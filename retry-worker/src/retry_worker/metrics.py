@@ -43,6 +43,9 @@ class Metrics:
         self.waiting = Gauge(
             "waiting_records", "Retry-topic records held until their due time.",
             namespace=ns, subsystem=sub, registry=registry)
+        self.buffered_bytes = Gauge(
+            "buffered_bytes", "Bytes of records read and not yet started (queued or waiting).",
+            namespace=ns, subsystem=sub, registry=registry)
         self.breaker_open = Gauge(
             "circuit_open", "1 while the circuit breaker holds replays back, else 0.",
             namespace=ns, subsystem=sub, registry=registry)

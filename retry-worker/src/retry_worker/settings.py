@@ -38,6 +38,11 @@ class ConsumerSettings:
     session_timeout_seconds: float = 10.0
     """Consumer-group session timeout (``REDRIVE_SESSION_TIMEOUT_SECONDS``): a worker that
     stops heartbeating for this long loses its partitions to the others. aiokafka's default."""
+    buffer_bytes: int = 64 * 1_048_576
+    """Bytes of records read and not yet started (queued for replay or waiting for their
+    due time) before every partition is paused (``REDRIVE_WORKER_BUFFER_BYTES``), so memory
+    is bounded by bytes, not only by record counts. A soft bound: one fetch (at most 4 MiB
+    a partition) may pass it."""
 
 
 @dataclass(frozen=True)
@@ -185,8 +190,10 @@ def _consumer(env: Env, kafka: KafkaSettings) -> ConsumerSettings:
         env.problem("REDRIVE_RETRY_TOPIC", "must differ from REDRIVE_TOPIC and REDRIVE_DLQ_TOPIC")
     buffer = env.integer("REDRIVE_RETRY_BUFFER_RECORDS", 10_000, minimum=1)
     session = env.number("REDRIVE_SESSION_TIMEOUT_SECONDS", 10.0, minimum=1, maximum=3600)
+    buffer_bytes = env.integer("REDRIVE_WORKER_BUFFER_BYTES", 64 * 1_048_576,
+                               minimum=1_048_576)
     return ConsumerSettings(group_id=group, retry_topic=retry_topic, retry_buffer_records=buffer,
-                            session_timeout_seconds=session)
+                            session_timeout_seconds=session, buffer_bytes=buffer_bytes)
 
 
 def _retry(env: Env) -> RetrySettings:

@@ -3,18 +3,17 @@ real sidecar with a spool. Reports acknowledged, delivered, duplicated and quara
 captures; lost must be 0.
 
 The restarted broker has fresh storage (Tansu keeps data in memory), so what the first
-broker acknowledged went with it, as it would with a Kafka that lost its disk. The
-oracle for the kill is the sidecar's accounting (every capture acknowledged by a broker
-or fsync'd, every spooled one acknowledged by the new broker): Tansu 0.x, restarted while
-produce requests were in flight, acknowledges later records that no consumer can fetch
-(its end offsets move, fetches from 0 return nothing), so reading back is only reported.
-The freeze test reads every acknowledged capture back.
+broker acknowledged went with it, as it would with a Kafka that lost its disk: the oracle
+is every capture the sidecar spooled plus every capture the new broker acknowledged (from
+the sidecar's log lines), all of which must be readable on the new broker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +49,8 @@ async def wait_metric(sc: Sidecar, name: str, value: float, within: float) -> No
     raise AssertionError(f"{name} did not become {value} within {within}s")
 
 
-def results_by_id(sc: Sidecar) -> dict[str, str]:
-    return {e["capture_id"]: e["result"] for e in sc.logs()
-            if e.get("message") == "request captured"}
+def log_time(entry: dict[str, Any]) -> float:
+    return datetime.fromisoformat(entry["ts"].replace("Z", "+00:00")).timestamp()
 
 
 async def test_broker_killed_and_restarted_mid_load_loses_nothing_it_was_given(
@@ -72,29 +70,35 @@ async def test_broker_killed_and_restarted_mid_load_loses_nothing_it_was_given(
         broker = None
         await wait_metric(sc, GAUGE, 0.0, within=10)
         await asyncio.sleep(1.0)
+        restarted_at = time.time()
         broker = start_broker(port)  # same address, fresh storage
         await running
         await wait_metric(sc, GAUGE, 1.0, within=10)
         await wait_metric(sc, "redrive_sidecar_spool_records", 0.0, within=30)
         acked = {str(a["id"]) for a in answers if a["queued"] is True}
-        results = results_by_id(sc)
-        spooled = {i for i, r in results.items() if r == "spooled"}
-        metrics = scrape(sc.admin)
-        records = await read_topic(broker.bootstrap, topic, idle=2.0, timeout=10)
+        spooled, published_later = set(), set()
+        for entry in sc.logs():
+            if entry.get("message") != "request captured":
+                continue
+            if entry["result"] == "spooled":
+                spooled.add(entry["capture_id"])
+            elif entry["result"] == "published" and log_time(entry) > restarted_at:
+                published_later.add(entry["capture_id"])  # acknowledged by the new broker
+        must = spooled | published_later
+        records = await read_topic(broker.bootstrap, topic, keys={i.encode() for i in must},
+                                   timeout=30)
         keys = [k.decode() for k, _, _ in records if k is not None]
+        metrics = scrape(sc.admin)
         quarantined = sum(v for k, v in metrics.items() if "quarantined_records" in k)
-        print(f"acknowledged {len(acked)} of {len(answers)}, spooled {len(spooled)} "
-              f"(drained {metrics['redrive_sidecar_spool_drained_records_total']:g}), "
-              f"readable on the new broker {len(set(keys) & acked)}, duplicated "
-              f"{len(keys) - len(set(keys))}, quarantined {quarantined:g}, lost "
-              f"{metrics[LOST]:g}")
+        lost = must - set(keys)
+        print(f"acknowledged {len(acked)} of {len(answers)}, spooled {len(spooled)}, "
+              f"published to the new broker {len(published_later)}, delivered "
+              f"{len(must - lost)}, duplicated {len(keys) - len(set(keys))}, quarantined "
+              f"{quarantined:g}, lost {len(lost)}")
         assert len(answers) == 3000 and len(acked) == 3000
         assert spooled, "the outage should have spooled captures"
-        # Lost: 0. Every capture was acknowledged by a broker or fsync'd in the spool, and
-        # the spool gave every record to the new broker (acknowledged) before emptying.
-        assert metrics[LOST] == 0
-        assert metrics["redrive_sidecar_spool_drained_records_total"] >= len(spooled)
-        assert quarantined == 0
+        assert metrics[LOST] == 0 and quarantined == 0
+        assert not lost
     finally:
         sc.process.stop()
         if broker is not None:

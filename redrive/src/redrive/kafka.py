@@ -302,6 +302,14 @@ class Publisher:
                 self.last_error = f"kafka did not answer a metadata probe: {exc!r}"
                 continue
             if not self._reachable:
+                # Refresh the metadata of the topics we produce to before anything is
+                # sent: a broker that came back empty (Tansu, or a Kafka that lost its
+                # disk) recreates them from a metadata request, while a produce to a
+                # topic it no longer has, on stale metadata, was acknowledged but never
+                # readable (Tansu).
+                with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await producer.client.force_metadata_update()
                 log.info("kafka reachable again")
             self._reachable = True
             self.last_error = ""

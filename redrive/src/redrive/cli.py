@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from redrive import __version__, quarantine
-from redrive.cli_kafka import CliError, Message, follow, publish, publisher, read_all
+from redrive.cli_kafka import (
+    CliError,
+    Message,
+    follow,
+    publish,
+    publisher,
+    read_all,
+    read_each,
+)
 from redrive.deadletter import (
     MALFORMED,
     REJECTED,
@@ -231,6 +239,12 @@ def latest_by_id(messages: Sequence[Message]) -> list[Entry]:
     return sorted(latest.values(), key=lambda e: (e.letter.at or e.message.timestamp_ms / 1000))
 
 
+def _id_of(m: Message) -> str:
+    """The letter id of a DLQ message (not always its key: a malformed letter keeps the
+    original record's key)."""
+    return read_letter(m.value, m.key).id
+
+
 def matches(letter: Letter, filters: Sequence[tuple[str, str]]) -> bool:
     record = letter.record
     facts: dict[str, str] = {"reason": letter.reason, "id": letter.id}
@@ -318,20 +332,28 @@ def tail_line(m: Message) -> str:
 
 
 async def cmd_list(args: argparse.Namespace, settings: CliSettings, out: IO[str]) -> int:
-    messages = await read_all(settings.kafka, settings.kafka.dlq_topic, settings.timeout_seconds)
-    entries = [e for e in latest_by_id(messages)
-               if (args.include_replayed or e.letter.reason != REPLAYED)
-               and matches(e.letter, args.filters)]
+    """Streams the DLQ: per id only the newest letter's table row and summary are kept,
+    never the letters themselves, so memory grows with ids, not with bodies."""
     now = time.time()
+    latest: dict[str, tuple[float, bool, list[str], dict[str, Any]]] = {}
+    async for m in read_each(settings.kafka, settings.kafka.dlq_topic,
+                             settings.timeout_seconds):
+        letter = read_letter(m.value, m.key)
+        latest.pop(letter.id, None)
+        shown = ((args.include_replayed or letter.reason != REPLAYED)
+                 and matches(letter, args.filters))
+        latest[letter.id] = (letter.at or m.timestamp_ms / 1000, shown,
+                             letter_row(letter, now), letter_summary(letter))
+    entries = sorted((v for v in latest.values() if v[1]), key=lambda v: v[0])
     if args.json:
-        for e in entries:
-            out.write(json.dumps(letter_summary(e.letter)) + "\n")
+        for _, _, _, summary in entries:
+            out.write(json.dumps(summary) + "\n")
         return 0
     if not entries:
         out.write(f"no dead letters on {settings.kafka.dlq_topic}\n")
         return 0
     rows = [["ID", "AGE", "METHOD", "PATH", "REASON", "ATTEMPTS"]]
-    rows += [letter_row(e.letter, now) for e in entries]
+    rows += [row for _, _, row, _ in entries]
     table(rows, out)
     return 0
 
@@ -347,7 +369,10 @@ def find(entries: Sequence[Entry], wanted: str) -> Entry:
 
 
 async def cmd_show(args: argparse.Namespace, settings: CliSettings, out: IO[str]) -> int:
-    messages = await read_all(settings.kafka, settings.kafka.dlq_topic, settings.timeout_seconds)
+    # Streamed: only letters whose id starts with the one asked for are kept.
+    messages = [m async for m in read_each(settings.kafka, settings.kafka.dlq_topic,
+                                           settings.timeout_seconds)
+                if _id_of(m).startswith(args.id)]
     entry = find(latest_by_id(messages), args.id)
     if entry.letter.raw is None:
         out.write(entry.message.value.decode("utf-8", "replace") + "\n")

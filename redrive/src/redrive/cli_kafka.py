@@ -122,7 +122,14 @@ def _message(m: Any) -> Message:
 
 
 async def read_all(kafka: KafkaSettings, topic: str, timeout: float) -> list[Message]:
-    """Every record on ``topic`` from the beginning up to its end as first seen.
+    """Every record on ``topic`` from the beginning up to its end as first seen (a list;
+    :func:`read_each` streams them)."""
+    return [m async for m in read_each(kafka, topic, timeout)]
+
+
+async def read_each(kafka: KafkaSettings, topic: str, timeout: float) -> AsyncIterator[Message]:
+    """Every record on ``topic`` from the beginning up to its end as first seen, one at a
+    time, in order within each partition, chunked records whole.
 
     Raises :class:`CliError` when Kafka is unreachable, or when no progress is made for
     ``timeout`` seconds. A topic that does not exist reads as empty.
@@ -131,11 +138,10 @@ async def read_all(kafka: KafkaSettings, topic: str, timeout: float) -> list[Mes
         try:
             tps = await _partitions(consumer, topic, timeout)
             if not tps:
-                return []
+                return
             consumer.assign(tps)
             async with asyncio.timeout(timeout):
                 await consumer.seek_to_beginning(*tps)
-            out: list[Message] = []
             chunks = Reassembler()
             loop = asyncio.get_running_loop()
             last_progress = loop.time()
@@ -154,15 +160,14 @@ async def read_all(kafka: KafkaSettings, topic: str, timeout: float) -> list[Mes
                                    f"(Kafka at {_where(kafka)})")
                 batch = await consumer.getmany(*remaining, timeout_ms=200)
                 for messages in batch.values():
+                    last_progress = loop.time()
                     for m in messages:
                         whole = chunks.feed(_message(m))
                         if whole is not None:
-                            out.append(whole)
-                    last_progress = loop.time()
+                            yield whole
         except (KafkaError, TimeoutError) as exc:
             raise CliError(f"reading {topic} from Kafka at {_where(kafka)} failed: "
                            f"{exc or type(exc).__name__}") from None
-    return out
 
 
 async def follow(kafka: KafkaSettings, topic: str, timeout: float, *,

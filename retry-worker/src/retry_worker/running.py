@@ -22,8 +22,10 @@ from prometheus_client import CollectorRegistry
 
 from redrive.admin import AdminServer, build_admin_app
 from redrive.kafka import Publisher
+from redrive.retrytopics import tier_topic
 from retry_worker.consumer import Engine
 from retry_worker.metrics import Metrics
+from retry_worker.policy import RetryPolicy
 from retry_worker.replay import Replayer, close_session, new_session
 from retry_worker.settings import Settings
 
@@ -40,7 +42,10 @@ async def run(settings: Settings, registry: CollectorRegistry | None = None,
     """
     registry = registry if registry is not None else CollectorRegistry()
     stopping = stopping if stopping is not None else asyncio.Event()
-    metrics = Metrics(registry, topics=(settings.kafka.topic, settings.consumer.retry_topic))
+    tiers = tuple(tier_topic(settings.consumer.retry_topic, tier)
+                  for tier in RetryPolicy.from_settings(settings.retry).tiers())
+    metrics = Metrics(registry, topics=(settings.kafka.topic, *tiers,
+                                        settings.consumer.retry_topic))
     with contextlib.ExitStack() as outer:
         watch = outer.enter_context(SignalWatch(stopping)) if handle_signals else None
         await _run(settings, registry, metrics, stopping, watch)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -179,8 +180,9 @@ def test_a_segment_truncated_at_any_offset_recovers_the_prefix_and_quarantines_t
             assert not seg.exists()  # nothing valid left: the empty segment is removed
         published: list[SpooledRecord] = []
 
-        async def publish(rec: SpooledRecord) -> None:
-            published.append(rec)
+        async def publish(recs: Sequence[SpooledRecord]) -> list[BaseException | None]:
+            published.extend(recs)
+            return [None] * len(recs)
 
         async def drain_and_close() -> None:
             await spool.drain(publish)

@@ -8,6 +8,7 @@ from email.utils import formatdate
 import pytest
 
 from redrive.envelope import Failure
+from redrive.retrytopics import tier_topic
 from retry_worker.policy import (
     Backoff,
     DeadLetter,
@@ -156,3 +157,18 @@ def test_only_non_idempotent_requests_that_reached_the_service_need_a_key(
     assert unsafe_to_replay(r, has_idempotency_key=has_key) is unsafe
     refusal = before_attempt(r, has_idempotency_key=has_key, now=r.timestamp, policy=POLICY)
     assert (refusal is not None and refusal.reason == "unsafe") is unsafe
+
+
+def test_retry_tiers_are_the_schedule_and_the_cap() -> None:
+    policy = RetryPolicy(max_attempts=8, backoff=Backoff(2, 4, 3600, 0.2))
+    assert policy.tiers() == (2, 8, 32, 128, 512, 2048, 3600)
+    assert [tier_topic("t.retry", d) for d in (2, 3600, 0.1)] == [
+        "t.retry.2s", "t.retry.3600s", "t.retry.100ms"]
+    # Each jittered delay lands on its own tier; a longer Retry-After on a longer one.
+    for attempt in range(1, 8):
+        for rand in (0.0, 0.5, 0.999):
+            delay = policy.backoff.delay(attempt, rand)
+            assert policy.tier_for(delay) == policy.backoff.base(attempt)
+    assert policy.tier_for(100) == 128
+    assert policy.tier_for(3600) == 3600
+    assert RetryPolicy(max_attempts=1, backoff=Backoff(2, 4, 60, 0)).tiers() == (60,)

@@ -72,3 +72,9 @@ def test_a_cap_below_the_initial_delay_is_refused() -> None:
 def test_the_startup_summary_never_contains_keys() -> None:
     summary = str(Settings.from_env({}).summary())
     assert "key" not in summary.lower()
+
+
+def test_a_schedule_with_too_many_retry_tiers_is_refused() -> None:
+    with pytest.raises(ConfigError, match="REDRIVE_BACKOFF_MULTIPLIER"):
+        Settings.from_env({"REDRIVE_BACKOFF_MULTIPLIER": "1.01", "REDRIVE_MAX_ATTEMPTS": "100"})
+    assert Settings.from_env({"REDRIVE_MAX_ATTEMPTS": "100"}).retry.max_attempts == 100

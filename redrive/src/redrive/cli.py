@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import fnmatch
 import getpass
 import json
@@ -18,12 +19,21 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import IO, Any
 
-from redrive import __version__, cli_status
-from redrive.cli_kafka import CliError, Message, follow, publish, publisher, read_all
+from redrive import __version__, cli_status, quarantine
+from redrive.cli_kafka import (
+    CliError,
+    Message,
+    follow,
+    publish,
+    publisher,
+    read_all,
+    read_each,
+)
 from redrive.deadletter import (
     MALFORMED,
     REJECTED,
@@ -35,6 +45,7 @@ from redrive.deadletter import (
 from redrive.envelope import KAFKA_HEADERS, Record, encode
 from redrive.envelope import decode as decode_record
 from redrive.errors import ConfigError, RecordError
+from redrive.quarantine import Quarantined
 from redrive.settings import Env, KafkaSettings, SecuritySettings
 from redrive.signing import SigningKeys, with_signature
 
@@ -52,6 +63,7 @@ examples:
   redrive dlq replay --all --filter method=POST --filter path='/api/*' --dry-run
   redrive dlq replay --id 0192f4c8-... --rate 5
   redrive status 0192f4c8-... --status-url http://localhost:9080
+  redrive quarantine list --dir /var/spool/redrive/quarantine
 """
 
 
@@ -63,7 +75,7 @@ class CliSettings:
     signing: SigningKeys | None = None
     """``REDRIVE_SIGNING_KEY``: records ``dlq replay`` writes are signed with its first key."""
     status_url: str | None = None
-    """``REDRIVE_STATUS_URL``: ``redrive status`` asks this status API (issue 13)."""
+    """``REDRIVE_STATUS_URL``: ``redrive status`` asks this status API."""
     status_topic: str = ""
     """``REDRIVE_STATUS_TOPIC``: ``redrive status`` reads it without a status URL."""
 
@@ -130,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--by", default=None,
                        help="who is replaying, noted in each record (default user@host)")
 
-    status = commands.add_parser(  # issue 13: request status
+    status = commands.add_parser(
         "status", parents=[common],
         help="what became of one captured request: queued, retrying, delivered or "
              "dead_lettered (exit 0 found, 1 not found)")
@@ -141,7 +153,36 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--status-topic", default=argparse.SUPPRESS,
                         help="status topic read without --status-url "
                              "(REDRIVE_STATUS_TOPIC; default <topic>.status)")
+    _quarantine_parser(commands, common)
     return parser
+
+
+def _quarantine_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    place = argparse.ArgumentParser(add_help=False)
+    place.add_argument("--dir", required=True, type=Path, metavar="DIR",
+                       help="the quarantine directory (the sidecar's is "
+                            "<REDRIVE_SPOOL_DIR>/quarantine, the worker's "
+                            "REDRIVE_QUARANTINE_DIR)")
+    q = commands.add_parser("quarantine",
+                            help="records Kafka refused for good: list, show, replay")
+    q_commands = q.add_subparsers(dest="quarantine_command", metavar="COMMAND",
+                                  required=True)
+    listing = q_commands.add_parser("list", parents=[common, place],
+                                    help="a table: id, age, reason, topic, bytes")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    show = q_commands.add_parser("show", parents=[common, place],
+                                 help="one quarantined record in full (value as text or "
+                                      "base64)")
+    show.add_argument("id", metavar="ID", help="record id (a unique prefix is enough)")
+    again = q_commands.add_parser(
+        "replay", parents=[common, place],
+        help="publish quarantined records to their topic again, then remove them")
+    which = again.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", action="append", dest="ids", metavar="ID",
+                       help="replay this record (repeatable)")
+    which.add_argument("--all", action="store_true", help="replay every record")
+    again.add_argument("--dry-run", action="store_true",
+                       help="print what would be replayed and change nothing")
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
@@ -185,7 +226,7 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> CliSe
     """Flags over ``REDRIVE_*`` variables, validated like the services do (ConfigError)."""
     merged = dict(environ)
     for flag in ("kafka_bootstrap_servers", "topic", "dlq_topic", "kafka_timeout_seconds",
-                 "status_url", "status_topic"):  # issue 13: the last two
+                 "status_url", "status_topic"):
         value = getattr(args, flag, None)
         if value is not None:
             merged["REDRIVE_" + flag.upper()] = value
@@ -193,7 +234,7 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> CliSe
     kafka = KafkaSettings.from_env(env)
     timeout = env.number("REDRIVE_KAFKA_TIMEOUT_SECONDS", 10.0, positive=True, maximum=3600)
     security = SecuritySettings.from_env(env)
-    status_url, status_topic = cli_status.settings(env, kafka.topic)  # issue 13
+    status_url, status_topic = cli_status.settings(env, kafka.topic)
     env.check()
     return CliSettings(kafka=kafka, timeout_seconds=timeout, signing=security.signing_keys,
                        status_url=status_url, status_topic=status_topic)
@@ -216,6 +257,12 @@ def latest_by_id(messages: Sequence[Message]) -> list[Entry]:
         latest.pop(letter.id, None)
         latest[letter.id] = Entry(letter, m)
     return sorted(latest.values(), key=lambda e: (e.letter.at or e.message.timestamp_ms / 1000))
+
+
+def _id_of(m: Message) -> str:
+    """The letter id of a DLQ message (not always its key: a malformed letter keeps the
+    original record's key)."""
+    return read_letter(m.value, m.key).id
 
 
 def matches(letter: Letter, filters: Sequence[tuple[str, str]]) -> bool:
@@ -305,20 +352,28 @@ def tail_line(m: Message) -> str:
 
 
 async def cmd_list(args: argparse.Namespace, settings: CliSettings, out: IO[str]) -> int:
-    messages = await read_all(settings.kafka, settings.kafka.dlq_topic, settings.timeout_seconds)
-    entries = [e for e in latest_by_id(messages)
-               if (args.include_replayed or e.letter.reason != REPLAYED)
-               and matches(e.letter, args.filters)]
+    """Streams the DLQ: per id only the newest letter's table row and summary are kept,
+    never the letters themselves, so memory grows with ids, not with bodies."""
     now = time.time()
+    latest: dict[str, tuple[float, bool, list[str], dict[str, Any]]] = {}
+    async for m in read_each(settings.kafka, settings.kafka.dlq_topic,
+                             settings.timeout_seconds):
+        letter = read_letter(m.value, m.key)
+        latest.pop(letter.id, None)
+        shown = ((args.include_replayed or letter.reason != REPLAYED)
+                 and matches(letter, args.filters))
+        latest[letter.id] = (letter.at or m.timestamp_ms / 1000, shown,
+                             letter_row(letter, now), letter_summary(letter))
+    entries = sorted((v for v in latest.values() if v[1]), key=lambda v: v[0])
     if args.json:
-        for e in entries:
-            out.write(json.dumps(letter_summary(e.letter)) + "\n")
+        for _, _, _, summary in entries:
+            out.write(json.dumps(summary) + "\n")
         return 0
     if not entries:
         out.write(f"no dead letters on {settings.kafka.dlq_topic}\n")
         return 0
     rows = [["ID", "AGE", "METHOD", "PATH", "REASON", "ATTEMPTS"]]
-    rows += [letter_row(e.letter, now) for e in entries]
+    rows += [row for _, _, row, _ in entries]
     table(rows, out)
     return 0
 
@@ -334,7 +389,10 @@ def find(entries: Sequence[Entry], wanted: str) -> Entry:
 
 
 async def cmd_show(args: argparse.Namespace, settings: CliSettings, out: IO[str]) -> int:
-    messages = await read_all(settings.kafka, settings.kafka.dlq_topic, settings.timeout_seconds)
+    # Streamed: only letters whose id starts with the one asked for are kept.
+    messages = [m async for m in read_each(settings.kafka, settings.kafka.dlq_topic,
+                                           settings.timeout_seconds)
+                if _id_of(m).startswith(args.id)]
     entry = find(latest_by_id(messages), args.id)
     if entry.letter.raw is None:
         out.write(entry.message.value.decode("utf-8", "replace") + "\n")
@@ -438,13 +496,98 @@ def _who() -> str:
 
 
 async def cmd_status(args: argparse.Namespace, settings: CliSettings,
-                     out: IO[str]) -> int:  # issue 13: request status
+                     out: IO[str]) -> int:
     return await cli_status.run(args.id, settings.kafka, settings.status_url,
                                 settings.status_topic, settings.timeout_seconds, out)
 
 
+# -- quarantine --------------------------------------------------------------------------
+
+
+def _quarantined(directory: Path) -> Iterator[Quarantined]:
+    """Every entry, streamed in file order; unreadable lines are reported on stderr."""
+    for entry in quarantine.read(directory):
+        if isinstance(entry, ValueError):
+            print(f"redrive: skipping a line of {quarantine.path_in(directory)}: {entry}",
+                  file=sys.stderr)
+            continue
+        yield entry
+
+
+async def cmd_q_list(args: argparse.Namespace, settings: CliSettings, out: IO[str]) -> int:
+    now = time.time()
+    rows: list[list[str]] = []
+    for entry in _quarantined(args.dir):
+        if args.json:
+            out.write(json.dumps({"id": entry.id, "at": entry.at, "reason": entry.reason,
+                                  "topic": entry.topic, "bytes": len(entry.value),
+                                  "detail": entry.detail}) + "\n")
+        else:
+            rows.append([entry.id, age(now - entry.at), entry.reason, entry.topic,
+                         str(len(entry.value))])
+    if not args.json:
+        if rows:
+            table([["ID", "AGE", "REASON", "TOPIC", "BYTES"], *rows], out)
+        else:
+            out.write(f"no quarantined records in {args.dir}\n")
+    return 0
+
+
+def _find_quarantined(directory: Path, wanted: str) -> Quarantined:
+    found: dict[str, Quarantined] = {}
+    for entry in _quarantined(directory):
+        if entry.id.startswith(wanted):
+            found[entry.id] = entry
+    if not found:
+        raise CliError(f"no quarantined record with id {wanted!r} in {directory}")
+    if len(found) > 1 and wanted not in found:
+        raise CliError(f"{wanted!r} matches {len(found)} records; give more of the id")
+    return found.get(wanted) or next(iter(found.values()))
+
+
+async def cmd_q_show(args: argparse.Namespace, settings: CliSettings, out: IO[str]) -> int:
+    entry = _find_quarantined(args.dir, args.id)
+    try:
+        value: Any = entry.value.decode("utf-8")
+        encoding = "utf-8"
+    except UnicodeDecodeError:
+        value, encoding = base64.b64encode(entry.value).decode(), "base64"
+    out.write(json.dumps({
+        "id": entry.id, "at": entry.at, "reason": entry.reason, "detail": entry.detail,
+        "topic": entry.topic, "bytes": len(entry.value),
+        "headers": {name: v.decode("utf-8", "replace") for name, v in entry.headers},
+        "value_encoding": encoding, "value": value}, indent=2) + "\n")
+    return 0
+
+
+async def cmd_q_replay(args: argparse.Namespace, settings: CliSettings,
+                       out: IO[str]) -> int:
+    wanted = set(args.ids or ())
+    chosen = [e for e in _quarantined(args.dir) if args.all or e.id in wanted
+              or any(e.id.startswith(w) for w in wanted)]
+    if not chosen:
+        raise CliError(f"nothing to replay in {args.dir}")
+    if args.dry_run:
+        for entry in chosen:
+            out.write(f"would replay {entry.id} to {entry.topic} ({entry.reason})\n")
+        return 0
+    done: list[str] = []
+    try:
+        async with publisher(settings.kafka, settings.timeout_seconds) as pub:
+            for entry in chosen:
+                await publish(pub, entry.topic, entry.key, entry.value, entry.headers,
+                              settings.timeout_seconds)
+                done.append(entry.id)
+                out.write(f"replayed {entry.id} to {entry.topic}\n")
+    finally:
+        # What was published leaves the file even if a later one failed.
+        await asyncio.to_thread(quarantine.remove, args.dir, done)
+    return 0
+
+
 COMMANDS = {"tail": cmd_tail, "list": cmd_list, "show": cmd_show, "replay": cmd_replay,
             "status": cmd_status}
+QUARANTINE_COMMANDS = {"list": cmd_q_list, "show": cmd_q_show, "replay": cmd_q_replay}
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
@@ -462,7 +605,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except ConfigError as exc:
         print(f"redrive: {exc.render()}", file=sys.stderr)
         return 2
-    command = COMMANDS[args.dlq_command if args.command == "dlq" else args.command]
+    if args.command == "quarantine":
+        command = QUARANTINE_COMMANDS[args.quarantine_command]
+    else:
+        command = COMMANDS[args.dlq_command if args.command == "dlq" else args.command]
     try:
         return asyncio.run(command(args, settings, out))
     except CliError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from redrive.chunks import ChunkSet, chunk_info, without_chunk_headers
 from redrive.errors import PublishError, RedriveError
 from redrive.kafka import Headers, Publisher, consumer_options
 from redrive.settings import KafkaSettings
@@ -69,6 +71,49 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str,
     return [TopicPartition(topic, p) for p in sorted(partitions)]
 
 
+class Reassembler:
+    """Turns chunks (redrive.chunks) back into whole messages, in arrival order: a whole
+    message passes through; a chunk set yields one message, with the first chunk's
+    position, once its last chunk arrived. Incomplete sets are dropped at the end of a
+    read (their records were never fully written) and counted in ``incomplete``."""
+
+    def __init__(self) -> None:
+        self._sets: dict[tuple[str, int, bytes | None, str], ChunkSet] = {}
+        self._first: dict[tuple[str, int, bytes | None, str], Message] = {}
+        self.broken = 0
+
+    @property
+    def incomplete(self) -> int:
+        return len(self._sets)
+
+    def feed(self, m: Message) -> Message | None:
+        headers = list(m.headers.items())
+        try:
+            info = chunk_info(headers)
+        except ValueError:
+            self.broken += 1
+            return None
+        if info is None:
+            return m
+        where = (m.topic, m.partition, m.key, info.digest)
+        chunks = self._sets.get(where)
+        if chunks is None:
+            chunks = self._sets[where] = ChunkSet(info.count, info.digest)
+            self._first[where] = m
+        chunks.add(info.index, m.value, m.offset)
+        if not chunks.complete:
+            return None
+        del self._sets[where]
+        first = self._first.pop(where)
+        try:
+            value = chunks.join()
+        except ValueError:
+            self.broken += 1
+            return None
+        return dataclasses.replace(first, value=value,
+                                   headers=dict(without_chunk_headers(headers)))
+
+
 def _message(m: Any) -> Message:
     """Copy an aiokafka ConsumerRecord into our own type (no library types leak out)."""
     return Message(topic=m.topic, partition=m.partition, offset=m.offset,
@@ -77,7 +122,14 @@ def _message(m: Any) -> Message:
 
 
 async def read_all(kafka: KafkaSettings, topic: str, timeout: float) -> list[Message]:
-    """Every record on ``topic`` from the beginning up to its end as first seen.
+    """Every record on ``topic`` from the beginning up to its end as first seen (a list;
+    :func:`read_each` streams them)."""
+    return [m async for m in read_each(kafka, topic, timeout)]
+
+
+async def read_each(kafka: KafkaSettings, topic: str, timeout: float) -> AsyncIterator[Message]:
+    """Every record on ``topic`` from the beginning up to its end as first seen, one at a
+    time, in order within each partition, chunked records whole.
 
     Raises :class:`CliError` when Kafka is unreachable, or when no progress is made for
     ``timeout`` seconds. A topic that does not exist reads as empty.
@@ -86,11 +138,11 @@ async def read_all(kafka: KafkaSettings, topic: str, timeout: float) -> list[Mes
         try:
             tps = await _partitions(consumer, topic, timeout)
             if not tps:
-                return []
+                return
             consumer.assign(tps)
             async with asyncio.timeout(timeout):
                 await consumer.seek_to_beginning(*tps)
-            out: list[Message] = []
+            chunks = Reassembler()
             loop = asyncio.get_running_loop()
             last_progress = loop.time()
             remaining = set(tps)
@@ -108,12 +160,14 @@ async def read_all(kafka: KafkaSettings, topic: str, timeout: float) -> list[Mes
                                    f"(Kafka at {_where(kafka)})")
                 batch = await consumer.getmany(*remaining, timeout_ms=200)
                 for messages in batch.values():
-                    out.extend(_message(m) for m in messages)
                     last_progress = loop.time()
+                    for m in messages:
+                        whole = chunks.feed(_message(m))
+                        if whole is not None:
+                            yield whole
         except (KafkaError, TimeoutError) as exc:
             raise CliError(f"reading {topic} from Kafka at {_where(kafka)} failed: "
                            f"{exc or type(exc).__name__}") from None
-    return out
 
 
 async def follow(kafka: KafkaSettings, topic: str, timeout: float, *,
@@ -130,11 +184,14 @@ async def follow(kafka: KafkaSettings, topic: str, timeout: float, *,
                     await consumer.seek_to_beginning(*tps)
                 else:
                     await consumer.seek_to_end(*tps)
+            chunks = Reassembler()
             while True:
                 batch = await consumer.getmany(timeout_ms=500)
                 for messages in batch.values():
                     for m in messages:
-                        yield _message(m)
+                        whole = chunks.feed(_message(m))
+                        if whole is not None:
+                            yield whole
         except KafkaError as exc:
             raise CliError(f"following {topic} on Kafka at {_where(kafka)} failed: "
                            f"{exc}") from None

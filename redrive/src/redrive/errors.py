@@ -35,4 +35,16 @@ class RecordError(RedriveError):
 
 
 class PublishError(RedriveError):
-    """Kafka did not acknowledge a record in time. The record is not known to be safe."""
+    """Kafka did not acknowledge a record (in time). The record is not known to be safe.
+
+    ``retriable`` is False when Kafka refused the record for a reason that cannot change
+    by trying again (too large, invalid, not authorised); ``reason`` then names it
+    (``too_large``, ``invalid``, ``unauthorized``, ``rejected``) for metrics and the
+    quarantine file. See :func:`redrive.kafka.publish_error`, the one place that decides.
+    """
+
+    def __init__(self, message: str, *, retriable: bool = True,
+                 reason: str = "unavailable") -> None:
+        super().__init__(message)
+        self.retriable = retriable
+        self.reason = reason

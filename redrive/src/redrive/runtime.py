@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 GC_GEN0_THRESHOLD = 50_000
 
 
-def tune_gc() -> None:
+def tune_gc(gen0_threshold: int | None = GC_GEN0_THRESHOLD) -> None:
     """Call once start-up is done (modules imported, app built).
 
     ``gc.freeze`` moves every object alive now (modules, classes, the app) to a permanent
@@ -25,11 +25,17 @@ def tune_gc() -> None:
     the traffic allocated. Without it, the occasional full collection over the whole
     start-up heap was the tail of the capture path's latency (see the benchmark notes in
     CHANGELOG.md).
+
+    ``gen0_threshold`` raises the young-generation threshold (None keeps CPython's). The
+    retry worker keeps CPython's: with a high threshold its garbage cycles waited for a
+    full collection for a whole long run and its RSS kept growing, while the default
+    kept it flat at the same replays per CPU second (docs/retry-worker.md).
     """
     gc.collect()
     gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+    if gen0_threshold is not None:
+        _, gen1, gen2 = gc.get_threshold()
+        gc.set_threshold(gen0_threshold, gen1, gen2)
 
 
 # -- supervision of background tasks

@@ -24,7 +24,7 @@ def main() -> int:
         print(f"retry-worker: {exc.render()}", file=sys.stderr)
         return 2
     logs.configure(settings.log.level, settings.log.format)
-    runtime.tune_gc()
+    runtime.tune_gc(gen0_threshold=None)  # see tune_gc: memory stays flat
     try:
         asyncio.run(run(settings))
     except OSError as exc:

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import json
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -35,6 +34,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
 from redrive.admin import Readiness
+from redrive.chunks import ChunkSet, chunk_info, without_chunk_headers
 from redrive.deadletter import (
     DUE_HEADER,
     HISTORY_HEADER,
@@ -47,6 +47,7 @@ from redrive.envelope import Failure, Record, from_dict
 from redrive.errors import RecordError
 from redrive.kafka import consumer_options
 from redrive.logs import bind
+from redrive.retrytopics import tier_topic
 from redrive.signing import Verdict as SigVerdict
 from retry_worker.limits import CircuitBreaker, TokenBucket
 from retry_worker.metrics import Metrics
@@ -64,7 +65,7 @@ from retry_worker.policy import (
 )
 from retry_worker.replay import UnsafeTarget
 from retry_worker.settings import Settings
-from retry_worker.status_hooks import NoStatus  # issue 13: request status
+from retry_worker.status_hooks import NoStatus
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,15 @@ _NO_FAILURE = Failure(kind="malformed", reached_upstream=False)
 
 COMMIT_INTERVAL = 0.25
 """Seconds between commits; a SIGKILL repeats at most this much finished work."""
+CHUNK_WAIT = 120.0
+"""Seconds an incomplete chunk set may wait for its missing chunks (which follow it on
+the same partition, normally within the same fetch) before it is dead-lettered."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    chunks: ChunkSet
+    since: float
 
 
 class Sender(Protocol):
@@ -93,6 +103,10 @@ class Item:
     record: Record
     history: list[AttemptLog] = field(default_factory=list)
     due: float = 0.0
+    more_offsets: list[int] = field(default_factory=list)
+    """Offsets of the record's other chunks (redrive.chunks), finished with it."""
+    size: int = 0
+    """Bytes of the Kafka value(s), counted against the worker's buffer budget."""
 
 
 class Engine:
@@ -109,7 +123,8 @@ class Engine:
         self._signing = settings.security.signing_keys
         self._outcomes = Outcomes(publisher, metrics, retry_topic=self._retry_topic,
                                   dlq_topic=self._dlq_topic, clock=clock, sleep=sleep,
-                                  signing=self._signing)
+                                  signing=self._signing,
+                                  quarantine_dir=settings.records.quarantine_dir)
         self._replayer = replayer
         self._metrics = metrics
         self._policy = RetryPolicy.from_settings(settings.retry)
@@ -121,8 +136,16 @@ class Engine:
         self._slots = asyncio.Semaphore(limits.replay_concurrency)
         self._backlog_limit = max(4 * limits.replay_concurrency, 200)
         self._ready: asyncio.Queue[Item] = asyncio.Queue()
-        self._waiting: list[tuple[float, int, Item]] = []
-        self._seq = itertools.count()
+        # Retry records held until due, per partition, in offset order: the head of each
+        # partition is released first, and a partition whose head is not due is paused.
+        self._held: dict[TopicPartition, deque[Item]] = {}
+        self._tiers = {tier: tier_topic(self._retry_topic, tier)
+                       for tier in self._policy.tiers()}
+        self._retry_topics = frozenset({self._retry_topic, *self._tiers.values()})
+        self._revoking: set[TopicPartition] = set()
+        self._buffered = 0
+        """Bytes of records read and queued or held, not yet started (replays in flight
+        are bounded by REDRIVE_REPLAY_CONCURRENCY)."""
         self._tracker = OffsetTracker[TopicPartition]()
         self._epochs: dict[TopicPartition, int] = {}
         self._tasks: dict[asyncio.Task[None], TopicPartition] = {}
@@ -132,7 +155,8 @@ class Engine:
         self._last_commit = 0.0
         self._last_gauges = 0.0
         self._paused: set[TopicPartition] = set()
-        self.status = NoStatus()  # issue 13: request status (set by running.py)
+        self.status = NoStatus()  # request status (set by running.py)
+        self._chunks: dict[tuple[TopicPartition, bytes | None, str], _Pending] = {}
 
     # -- readiness ---------------------------------------------------------------------
 
@@ -171,6 +195,8 @@ class Engine:
                     for message in messages:
                         self._accept(tp, message, now)
                 self._release_due(now)
+                if self._chunks:
+                    self._expire_chunks()
                 await self._commit_if_due()
                 await self._update_gauges()
         finally:
@@ -194,7 +220,7 @@ class Engine:
             session_timeout=self._settings.consumer.session_timeout_seconds)
         while not stopping.is_set():
             consumer = AIOKafkaConsumer(**options)
-            consumer.subscribe(topics=[self._topic, self._retry_topic], listener=_Listener(self))
+            consumer.subscribe(topics=self.topics, listener=_Listener(self))
             try:
                 async with asyncio.timeout(30):
                     await consumer.start()
@@ -209,8 +235,7 @@ class Engine:
                 delay = min(5.0, delay * 2)
                 continue
             log.info("kafka consumer connected", extra={
-                "group_id": self._settings.consumer.group_id,
-                "topics": [self._topic, self._retry_topic]})
+                "group_id": self._settings.consumer.group_id, "topics": self.topics})
             return consumer
         return None
 
@@ -236,10 +261,12 @@ class Engine:
         return self._ready.qsize() + len(self._tasks)
 
     def _poll_ms(self) -> int:
-        if self._paused and self._breaker.closed and self._backlog() < self._backlog_limit:
+        if self._breaker.closed and self._backlog() < self._backlog_limit and any(
+                not self._held.get(tp) for tp in self._paused):
             return 10  # the backlog just drained: resume quickly
-        if self._waiting:
-            until = self._waiting[0][0] - self._clock()
+        heads = [held[0].due for held in self._held.values() if held]
+        if heads:
+            until = min(heads) - self._clock()
             return max(1, min(100, int(until * 1000)))
         return 100
 
@@ -249,12 +276,22 @@ class Engine:
         # record must be at hand to serve as the probe.
         held = not self._breaker.closed and self._ready.qsize() > 0
         pause: set[TopicPartition] = set()
+        full = self._held_count() >= self._settings.consumer.retry_buffer_records
+        # Past the byte budget every partition waits, except one with an incomplete chunk
+        # set: its missing chunks follow on that partition, and pausing it would stall it.
+        over = self._buffered >= self._settings.consumer.buffer_bytes
+        assembling = {where[0] for where in self._chunks}
         for tp in consumer.assignment():
-            if tp.topic == self._retry_topic:
-                full = len(self._waiting) >= self._settings.consumer.retry_buffer_records
-                if held or full or backlog >= self._backlog_limit:
+            if tp.topic in self._retry_topics:
+                # A partition whose head is not due waits: nothing behind it is due
+                # earlier (one fixed delay per tier), and fetching more would only fill
+                # memory with records that also wait.
+                waiting = bool(self._held.get(tp))
+                if held or full or waiting or backlog >= self._backlog_limit:
                     pause.add(tp)
             elif held or backlog >= self._backlog_limit:
+                pause.add(tp)
+            if over and tp not in assembling:
                 pause.add(tp)
         if pause != self._paused:
             resume = self._paused - pause
@@ -270,27 +307,56 @@ class Engine:
         epoch = self._epochs.get(tp, 0)
         self._tracker.start(tp, offset)
         value = message.value or b""
+        raw_headers = list(message.headers or ())
+        more: list[int] = []
+        try:
+            info = chunk_info(raw_headers)
+        except ValueError as exc:
+            self._spawn_malformed(tp, message.key, value, [str(exc)], epoch, offset)
+            return
+        if info is not None:
+            # A chunk: hold it until its set is complete; the set's offsets stay unfinished
+            # (uncommitted) until the whole record's outcome is durable.
+            where = (tp, message.key, info.digest)
+            pending = self._chunks.get(where)
+            if pending is None:
+                pending = self._chunks[where] = _Pending(
+                    ChunkSet(info.count, info.digest), self._monotonic())
+            pending.chunks.add(info.index, value, offset)
+            if not pending.chunks.complete:
+                return
+            del self._chunks[where]
+            offset, *more = pending.chunks.offsets
+            try:
+                value = pending.chunks.join()
+            except ValueError as exc:
+                self._spawn_malformed(tp, message.key, b"".join(pending.chunks.parts.values()),
+                                      [str(exc)], epoch, offset, more)
+                return
+            raw_headers = without_chunk_headers(raw_headers)
         # Signature first: nothing of an unverified record is trusted, not even its shape.
         verdict = (SigVerdict.VALID if self._signing is None
-                   else self._signing.verify_headers(value, list(message.headers or ())))
+                   else self._signing.verify_headers(value, raw_headers))
         try:
             obj = json.loads(value)
             record = from_dict(obj)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            self._spawn_malformed(tp, message, [f"not JSON: {exc}"], epoch)
+            self._spawn_malformed(tp, message.key, value, [f"not JSON: {exc}"], epoch, offset,
+                                  more)
             return
         except RecordError as exc:
-            self._spawn_malformed(tp, message, exc.problems, epoch)
+            self._spawn_malformed(tp, message.key, value, exc.problems, epoch, offset, more)
             return
-        headers = dict(message.headers or ())
-        item = Item(tp=tp, offset=offset, epoch=epoch, record=record)
+        headers = dict(raw_headers)
+        item = Item(tp=tp, offset=offset, epoch=epoch, record=record, more_offsets=more,
+                    size=len(value))
         if verdict is not SigVerdict.VALID:
             detail = ("no redrive-signature header" if verdict is SigVerdict.UNSIGNED
                       else "redrive-signature does not match (wrong key, unknown kid or "
                            "altered record)")
             self._spawn(item, self._reject(item, verdict.value, detail))
             return
-        if tp.topic == self._retry_topic:
+        if tp.topic in self._retry_topics:
             item.due = decode_due(headers.get(DUE_HEADER)) or 0.0
             item.history = decode_history(headers.get(HISTORY_HEADER))
         has_key = isinstance(obj.get("idempotency_key"), str) and bool(obj["idempotency_key"])
@@ -303,20 +369,42 @@ class Engine:
                 refusal = DeadLetter(UNSAFE, str(exc))
         if refusal is not None:
             self._spawn(item, self._finish_without_replay(item, refusal))
-        elif item.due > now:
-            heapq.heappush(self._waiting, (item.due, next(self._seq), item))
+        elif item.due > now or self._held.get(tp):
+            # Behind a head that is not due, a record waits its turn even if due itself
+            # (never before its own due time; see RetryPolicy.tier_for for how long).
+            self._held.setdefault(tp, deque()).append(item)
+            self._buffered += item.size
         else:
             self._ready.put_nowait(item)
+            self._buffered += item.size
 
     def _release_due(self, now: float) -> None:
-        while self._waiting and self._waiting[0][0] <= now:
-            _, _, item = heapq.heappop(self._waiting)
-            if self._current(item):
-                self._ready.put_nowait(item)
+        for tp, held in list(self._held.items()):
+            while held and held[0].due <= now:
+                item = held.popleft()
+                if self._dispatchable(item):
+                    self._ready.put_nowait(item)
+                else:
+                    self._buffered -= item.size
+            if not held:
+                del self._held[tp]
+
+    def _held_count(self) -> int:
+        return sum(len(held) for held in self._held.values())
+
+    @property
+    def topics(self) -> list[str]:
+        """Every topic the worker reads: captures, the retry tiers, and the single retry
+        topic of earlier versions (still drained, never written)."""
+        return [self._topic, *self._tiers.values(), self._retry_topic]
 
     def _current(self, item: Item) -> bool:
         """False once the item's partition was revoked (another worker reads it now)."""
         return self._epochs.get(item.tp, 0) == item.epoch
+
+    def _dispatchable(self, item: Item) -> bool:
+        """Current, and its partition is not being handed over right now."""
+        return self._current(item) and item.tp not in self._revoking
 
     async def _commit_if_due(self) -> None:
         if self._monotonic() - self._last_commit >= COMMIT_INTERVAL:
@@ -346,7 +434,8 @@ class Engine:
         if now - self._last_gauges < 1.0 or self._consumer is None:
             return
         self._last_gauges = now
-        self._metrics.waiting.set(len(self._waiting))
+        self._metrics.waiting.set(self._held_count())
+        self._metrics.buffered_bytes.set(self._buffered)
         self._metrics.breaker_open.set(0 if self._breaker.closed else 1)
         lag: dict[str, int] = {self._topic: 0, self._retry_topic: 0}
         for tp in self._consumer.assignment():
@@ -365,17 +454,26 @@ class Engine:
     async def on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         """Finish (bounded) what is in flight for ``revoked``, commit it, let go of the rest."""
         revoked_set = set(revoked)
-        for tp in revoked_set:
-            self._epochs[tp] = self._epochs.get(tp, 0) + 1
-        self._waiting = [w for w in self._waiting if w[2].tp not in revoked_set]
-        heapq.heapify(self._waiting)
-        tasks = [t for t, tp in self._tasks.items() if tp in revoked_set]
-        if tasks:
-            await asyncio.wait(tasks, timeout=min(10.0, self._settings.shutdown
-                                                  .drain_timeout_seconds) or 0.1)
-        await self._commit(timeout=5.0, only=revoked_set)
-        self._tracker.forget(revoked_set)
-        self._paused -= revoked_set
+        # Order matters: stop starting replays of these partitions, let the ones in flight
+        # finish and record their outcome, commit, and only then make everything left of
+        # them stale. Bumping the epoch first would drop the outcomes of replays finishing
+        # during the wait, and the next owner would replay them again.
+        self._revoking |= revoked_set
+        try:
+            tasks = [t for t, tp in self._tasks.items() if tp in revoked_set]
+            if tasks:
+                await asyncio.wait(tasks, timeout=min(10.0, self._settings.shutdown
+                                                      .drain_timeout_seconds) or 0.1)
+            await self._commit(timeout=5.0, only=revoked_set)
+        finally:
+            self._revoking -= revoked_set
+            for tp in revoked_set:
+                self._epochs[tp] = self._epochs.get(tp, 0) + 1
+                for item in self._held.pop(tp, ()):
+                    self._buffered -= item.size
+            self._chunks = {k: v for k, v in self._chunks.items() if k[0] not in revoked_set}
+            self._tracker.forget(revoked_set)
+            self._paused -= revoked_set
         log.info("partitions revoked", extra={"partitions": _names(revoked_set)})
 
     def on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
@@ -387,7 +485,8 @@ class Engine:
     async def _dispatch_loop(self) -> None:
         while True:
             item = await self._ready.get()
-            if not self._current(item):
+            self._buffered -= item.size
+            if not self._dispatchable(item):
                 continue
             await self._slots.acquire()
             try:
@@ -395,7 +494,7 @@ class Engine:
             except BaseException:
                 self._slots.release()
                 raise
-            if not self._current(item):
+            if not self._dispatchable(item):
                 self._breaker.release_probe()
                 self._slots.release()
                 continue
@@ -414,6 +513,8 @@ class Engine:
                 await work
                 if self._current(item):
                     self._tracker.finish(item.tp, item.offset)
+                    for offset in item.more_offsets:
+                        self._tracker.finish(item.tp, offset)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -429,15 +530,33 @@ class Engine:
         self._tasks[task] = item.tp
         task.add_done_callback(self._tasks.pop)
 
-    def _spawn_malformed(self, tp: TopicPartition, message: ConsumerRecord[bytes, bytes],
-                         problems: list[str], epoch: int) -> None:
-        work = self._outcomes.malformed(message.value or b"", problems, topic=tp.topic,
-                                        partition=tp.partition, offset=message.offset,
-                                        key=message.key)
-        placeholder = Record(id=f"malformed@{tp.topic}/{tp.partition}/{message.offset}",
+    def _spawn_malformed(self, tp: TopicPartition, key: bytes | None, value: bytes,
+                         problems: list[str], epoch: int, offset: int,
+                         more: list[int] | None = None) -> None:
+        work = self._outcomes.malformed(value, problems, topic=tp.topic,
+                                        partition=tp.partition, offset=offset, key=key)
+        placeholder = Record(id=f"malformed@{tp.topic}/{tp.partition}/{offset}",
                              timestamp=0.0, method="-", uri="/", headers={}, body=b"",
                              error=_NO_FAILURE, idempotency_key="")
-        self._spawn(Item(tp=tp, offset=message.offset, epoch=epoch, record=placeholder), work)
+        self._spawn(Item(tp=tp, offset=offset, epoch=epoch, record=placeholder,
+                         more_offsets=list(more or ())), work)
+
+    def _expire_chunks(self) -> None:
+        """Dead-letter (malformed) chunk sets that stayed incomplete for CHUNK_WAIT
+        seconds: their missing chunks are not coming (a producer died mid-set), and
+        waiting longer would pin the partition's commit point and memory."""
+        now = self._monotonic()
+        for where, pending in list(self._chunks.items()):
+            if now - pending.since < CHUNK_WAIT:
+                continue
+            del self._chunks[where]
+            tp, key, _ = where
+            chunks = pending.chunks
+            offset, *more = chunks.offsets
+            problem = (f"incomplete chunk set: {len(chunks.parts)} of {chunks.count} chunks "
+                       f"after {CHUNK_WAIT:g}s")
+            self._spawn_malformed(tp, key, b"".join(chunks.parts[i] for i in sorted(
+                chunks.parts)), [problem], self._epochs.get(tp, 0), offset, more)
 
     # -- one record ------------------------------------------------------------------------
 
@@ -445,13 +564,13 @@ class Engine:
         with bind(capture_id=item.record.id, topic=item.tp.topic, partition=item.tp.partition,
                   offset=item.offset):
             await self._outcomes.dead_letter(item.record, refusal, item.history)
-            self.status.refused(item.record, refusal, item.history)  # issue 13
+            self.status.refused(item.record, refusal, item.history)
 
     async def _reject(self, item: Item, reason: str, detail: str) -> None:
         with bind(capture_id=item.record.id, topic=item.tp.topic, partition=item.tp.partition,
                   offset=item.offset):
             await self._outcomes.rejected(item.record, reason, detail)
-            self.status.refused(item.record, DeadLetter(reason, detail), ())  # issue 13
+            self.status.refused(item.record, DeadLetter(reason, detail), ())
 
     async def _replay(self, item: Item) -> None:
         record = item.record
@@ -464,7 +583,7 @@ class Engine:
             if refusal is not None:
                 self._breaker.release_probe()
                 await self._outcomes.dead_letter(record, refusal, item.history)
-                self.status.refused(record, refusal, item.history)  # issue 13
+                self.status.refused(record, refusal, item.history)
                 return
             self._metrics.in_flight.inc()
             try:
@@ -489,7 +608,9 @@ class Engine:
             if isinstance(decision, Done):
                 log.info("replay attempt", extra={"outcome": "success", **summary})
             elif isinstance(decision, RetryAt):
-                await self._outcomes.retry_later(replayed, decision.due, history)
+                tier = self._policy.tier_for(decision.due - self._clock())
+                await self._outcomes.retry_later(replayed, decision.due, history,
+                                                 topic=self._tiers[tier])
                 log.info("replay attempt", extra={
                     "outcome": "retry_scheduled",
                     "retry_in_seconds": round(decision.due - self._clock(), 3), **summary})
@@ -498,7 +619,7 @@ class Engine:
                 log.warning("replay attempt", extra={
                     "outcome": "dead_lettered", "reason": decision.reason,
                     "detail": decision.detail, **summary})
-            self.status.attempted(record, attempt, result, decision)  # issue 13
+            self.status.attempted(record, attempt, result, decision)
 
     def _note_for_breaker(self, verdict: Verdict) -> None:
         if verdict is Verdict.RETRIABLE:

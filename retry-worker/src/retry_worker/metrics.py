@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from redrive.deadletter import REASONS
+from redrive.kafka import PERMANENT_REASONS
 from redrive.metrics import LATENCY_BUCKETS
 from retry_worker.policy import Verdict
 
@@ -42,6 +43,9 @@ class Metrics:
         self.waiting = Gauge(
             "waiting_records", "Retry-topic records held until their due time.",
             namespace=ns, subsystem=sub, registry=registry)
+        self.buffered_bytes = Gauge(
+            "buffered_bytes", "Bytes of records read and not yet started (queued or waiting).",
+            namespace=ns, subsystem=sub, registry=registry)
         self.breaker_open = Gauge(
             "circuit_open", "1 while the circuit breaker holds replays back, else 0.",
             namespace=ns, subsystem=sub, registry=registry)
@@ -49,6 +53,12 @@ class Metrics:
             "consumer_lag_records",
             "Records on this worker's assigned partitions not yet committed, by topic.",
             ["topic"], namespace=ns, subsystem=sub, registry=registry)
+        self.quarantined = Counter(
+            "quarantined_records", "Retry or dead-letter records Kafka refused for good "
+            "(too large, invalid, not authorised), moved to the quarantine file.",
+            ["reason"], namespace=ns, subsystem=sub, registry=registry)
+        for reason in PERMANENT_REASONS:
+            self.quarantined.labels(reason)
         for verdict in Verdict:
             self.replays.labels(verdict.value)
         for reason in REASONS:

@@ -1,7 +1,9 @@
 """Making an outcome durable: re-publish for a later attempt, or dead-letter.
 
 Each write waits for Kafka's acknowledgement and keeps trying while Kafka is unavailable;
-the caller marks the record's offset finished only after it returns. Cancelling a write
+the caller marks the record's offset finished only after it returns. A record Kafka
+refuses for good (:func:`redrive.kafka.publish_error`) is appended to the quarantine file
+instead and counted, never retried forever and never dropped. Cancelling a write
 (shutdown) leaves the offset uncommitted, so the record is read again after the restart.
 """
 
@@ -11,8 +13,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Protocol
 
+from redrive import quarantine
 from redrive.deadletter import (
     DUE_HEADER,
     HISTORY_HEADER,
@@ -26,9 +30,11 @@ from redrive.deadletter import (
 from redrive.envelope import KAFKA_HEADERS, Record, encode
 from redrive.errors import PublishError
 from redrive.kafka import Headers
+from redrive.quarantine import Quarantined
 from redrive.signing import SigningKeys, with_signature
 from retry_worker.metrics import Metrics
 from retry_worker.policy import DeadLetter
+from retry_worker.settings import DEFAULT_QUARANTINE_DIR
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +51,19 @@ class Sink(Protocol):
     async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers,
                       timeout: float) -> object: ...
 
+    async def publish_many(self, topic: str, records: Sequence[tuple[bytes, bytes, Headers]],
+                           timeout: float, *, alone: bool = False
+                           ) -> Sequence[object]: ...
+
 
 class Outcomes:
     def __init__(self, publisher: Sink, metrics: Metrics, *, retry_topic: str, dlq_topic: str,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 signing: SigningKeys | None = None) -> None:
+                 signing: SigningKeys | None = None,
+                 quarantine_dir: Path = DEFAULT_QUARANTINE_DIR) -> None:
         self._publisher = publisher
+        self._quarantine_dir = quarantine_dir
         self._signing = signing
         self._metrics = metrics
         self._retry_topic = retry_topic
@@ -59,12 +71,14 @@ class Outcomes:
         self._clock = clock
         self._sleep = sleep
 
-    async def retry_later(self, record: Record, due: float,
-                          history: Sequence[AttemptLog]) -> None:
-        """Park ``record`` (its ``attempt`` = replays made) on the retry topic until ``due``."""
+    async def retry_later(self, record: Record, due: float, history: Sequence[AttemptLog],
+                          *, topic: str | None = None) -> None:
+        """Park ``record`` (its ``attempt`` = replays made) until ``due`` on ``topic`` (the
+        retry tier of its delay; the single retry topic when None)."""
         headers = [*KAFKA_HEADERS, (DUE_HEADER, encode_due(due)),
                    (HISTORY_HEADER, encode_history(history))]
-        await self._publish(self._retry_topic, record.id.encode(), encode(record), headers)
+        await self._publish(topic or self._retry_topic, record.id.encode(), encode(record),
+                            headers)
         self._metrics.retries_scheduled.inc()
 
     async def dead_letter(self, record: Record, decision: DeadLetter,
@@ -114,7 +128,37 @@ class Outcomes:
                 await self._publisher.publish(topic, key, value, headers, PUBLISH_TIMEOUT)
                 return
             except PublishError as exc:
+                if not exc.retriable and await self._refused(topic, key, value, headers, exc):
+                    return
                 log.warning("publish failed; retrying", extra={
                     "topic": topic, "error": str(exc), "retry_in_seconds": delay})
                 await self._sleep(delay)
                 delay = min(5.0, delay * 2)
+
+    async def _refused(self, topic: str, key: bytes, value: bytes, headers: Headers,
+                       exc: PublishError) -> bool:
+        """Kafka refused the record for good: try it once in a batch of its own (a broker
+        refuses a whole batch that is too large), then quarantine it. True when the record
+        is safe (delivered, or fsync'd in the quarantine file); False to keep retrying
+        (the quarantine file cannot be written: never drop)."""
+        (result,) = await self._publisher.publish_many(topic, [(key, value, headers)],
+                                                       PUBLISH_TIMEOUT, alone=True)
+        if not isinstance(result, PublishError):
+            return True
+        if result.retriable:
+            return False
+        entry = Quarantined(topic=topic, key=key, value=value, headers=tuple(headers),
+                            reason=result.reason, detail=str(result), at=self._clock())
+        try:
+            await asyncio.to_thread(quarantine.append, self._quarantine_dir, [entry])
+        except OSError as err:
+            log.error("cannot write the quarantine file; the record stays unacknowledged",
+                      extra={"topic": topic, "error": repr(err),
+                             "quarantine_dir": str(self._quarantine_dir)})
+            return False
+        self._metrics.quarantined.labels(result.reason).inc()
+        log.error("kafka refused a record for good; quarantined", extra={
+            "topic": topic, "capture_id": entry.id, "reason": result.reason,
+            "error": str(result), "value_bytes": len(value),
+            "quarantine_file": str(quarantine.path_in(self._quarantine_dir))})
+        return True

@@ -73,6 +73,15 @@ class Backoff:
     jitter: float = 0.2
     """The delay is scaled by a factor in [1 - jitter, 1 + jitter]."""
 
+    def base(self, attempt: int) -> float:
+        """The delay after failed attempt ``attempt`` before jitter: the schedule itself."""
+        exponent = max(0, attempt - 1)
+        # Past the cap the exact power does not matter; do not overflow a float to find out.
+        if self.multiplier > 1 and exponent * math.log(self.multiplier) > \
+                math.log(max(self.cap / self.initial, 1.0)) + 1.0:
+            return self.cap
+        return min(self.cap, self.initial * self.multiplier ** exponent)
+
     def delay(self, attempt: int, rand: float, retry_after: float | None = None) -> float:
         """Seconds to wait after failed attempt ``attempt`` (1-based) before the next one.
 
@@ -80,13 +89,7 @@ class Backoff:
         service is honoured within [delay, cap]: it can lengthen the wait, never shorten it
         below the schedule nor stretch it past the cap.
         """
-        exponent = max(0, attempt - 1)
-        # Past the cap the exact power does not matter; do not overflow a float to find out.
-        if self.multiplier > 1 and exponent * math.log(self.multiplier) > \
-                math.log(max(self.cap / self.initial, 1.0)) + 1.0:
-            base = self.cap
-        else:
-            base = min(self.cap, self.initial * self.multiplier ** exponent)
+        base = self.base(attempt)
         delay = min(self.cap, base * (1.0 + self.jitter * (2.0 * rand - 1.0)))
         if retry_after is not None:
             delay = min(self.cap, max(delay, retry_after))
@@ -115,6 +118,25 @@ class RetryPolicy:
     max_attempts: int = 8
     max_age_seconds: float = 86_400.0
     backoff: Backoff = Backoff()
+
+    def tiers(self) -> tuple[float, ...]:
+        """The fixed delays of the retry tiers (one retry topic each), shortest first: the
+        schedule's delay after each attempt that can be followed by another, and the cap
+        (the longest a ``Retry-After`` can ask for)."""
+        delays = {self.backoff.base(n) for n in range(1, self.max_attempts)}
+        return tuple(sorted(delays | {self.backoff.cap}))
+
+    def tier_for(self, delay: float) -> float:
+        """The tier a record waiting ``delay`` seconds goes to: the shortest one whose
+        longest jittered delay, ``tier * (1 + jitter)``, is at least ``delay``. Within a
+        tier every record is due at most that long after it was parked, so a record
+        waiting behind its partition's head (which was parked earlier) is replayed never
+        before its own due time and at most ``tier * (1 + jitter)`` after it was parked."""
+        tiers = self.tiers()
+        for tier in tiers:
+            if tier * (1.0 + self.backoff.jitter) >= delay - 1e-9:
+                return tier
+        return tiers[-1]
 
     @classmethod
     def from_settings(cls, s: RetrySettings) -> RetryPolicy:

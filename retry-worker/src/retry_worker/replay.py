@@ -14,6 +14,7 @@ are not followed. aiohttp's exceptions stop here: :meth:`Replayer.send` returns 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import re
 import time
@@ -132,7 +133,7 @@ class Replayer:
 
         try:
             async with self._session.request(record.method, url, headers=headers,
-                                             data=record.body or None,
+                                             data=_payload(record.body),
                                              allow_redirects=False) as resp:
                 await resp.read()
                 return result(resp.status, retry_after=resp.headers.get("Retry-After"))
@@ -169,3 +170,11 @@ async def close_session(session: aiohttp.ClientSession) -> None:
     await session.close()
     # Let the connector's transports close before the loop goes (aiohttp's advice).
     await asyncio.sleep(0)
+
+
+def _payload(body: bytes) -> bytes | io.BytesIO | None:
+    """Large bodies (chunked records can hold megabytes) as a stream, as aiohttp asks
+    for bodies over 1 MiB; small ones as bytes."""
+    if not body:
+        return None
+    return io.BytesIO(body) if len(body) > 1_048_576 else body

@@ -22,11 +22,13 @@ from prometheus_client import CollectorRegistry
 
 from redrive.admin import AdminServer, build_admin_app
 from redrive.kafka import Publisher
+from redrive.retrytopics import tier_topic
 from retry_worker.consumer import Engine
 from retry_worker.metrics import Metrics
+from retry_worker.policy import RetryPolicy
 from retry_worker.replay import Replayer, close_session, new_session
 from retry_worker.settings import Settings
-from retry_worker.status_service import open_status  # issue 13: request status
+from retry_worker.status_service import open_status
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,10 @@ async def run(settings: Settings, registry: CollectorRegistry | None = None,
     """
     registry = registry if registry is not None else CollectorRegistry()
     stopping = stopping if stopping is not None else asyncio.Event()
-    metrics = Metrics(registry, topics=(settings.kafka.topic, settings.consumer.retry_topic))
+    tiers = tuple(tier_topic(settings.consumer.retry_topic, tier)
+                  for tier in RetryPolicy.from_settings(settings.retry).tiers())
+    metrics = Metrics(registry, topics=(settings.kafka.topic, *tiers,
+                                        settings.consumer.retry_topic))
     with contextlib.ExitStack() as outer:
         watch = outer.enter_context(SignalWatch(stopping)) if handle_signals else None
         await _run(settings, registry, metrics, stopping, watch)
@@ -52,7 +57,7 @@ async def _run(settings: Settings, registry: CollectorRegistry, metrics: Metrics
                stopping: asyncio.Event, watch: SignalWatch | None) -> None:
     async with contextlib.AsyncExitStack() as stack:
         publisher = Publisher(settings.kafka, client_id=f"redrive-retry-worker-{settings.pod.pod}",
-                              max_record_bytes=8 * 1_048_576)
+                              max_record_bytes=settings.records.max_record_bytes)
         session = new_session(settings.target, settings.limits.replay_concurrency)
         stack.push_async_callback(close_session, session)
         replayer = Replayer(session, settings.target.url, sealing=settings.security.seal_keys)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
+from redrive.chunks import DEFAULT_MAX_RECORD_BYTES, MIN_MAX_RECORD_BYTES
 from redrive.settings import (
     AdminSettings,
     Env,
@@ -20,7 +22,7 @@ from redrive.settings import (
     ShutdownSettings,
     valid_topic,
 )
-from retry_worker.status_settings import StatusSettings  # issue 13: request status
+from retry_worker.status_settings import StatusSettings
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,11 @@ class ConsumerSettings:
     session_timeout_seconds: float = 10.0
     """Consumer-group session timeout (``REDRIVE_SESSION_TIMEOUT_SECONDS``): a worker that
     stops heartbeating for this long loses its partitions to the others. aiokafka's default."""
+    buffer_bytes: int = 64 * 1_048_576
+    """Bytes of records read and not yet started (queued for replay or waiting for their
+    due time) before every partition is paused (``REDRIVE_WORKER_BUFFER_BYTES``), so memory
+    is bounded by bytes, not only by record counts. A soft bound: one fetch (at most 4 MiB
+    a partition) may pass it."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,23 @@ class LimitSettings:
     (``REDRIVE_BREAKER_OPEN_SECONDS``)."""
 
 
+DEFAULT_QUARANTINE_DIR = Path("/tmp/redrive-quarantine")  # noqa: S108
+"""Under /tmp because the chart mounts an emptyDir there (the root filesystem is
+read-only); the directory and its file are created 0700/0600."""
+
+
+@dataclass(frozen=True)
+class RecordSettings:
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    """Largest Kafka record the worker produces (retry and dead-letter records), as the
+    broker counts it (``REDRIVE_MAX_RECORD_BYTES``); larger ones travel in ordered chunks
+    (``redrive.chunks``). Keep it at or below the topics' ``max.message.bytes``."""
+    quarantine_dir: Path = DEFAULT_QUARANTINE_DIR
+    """Where records Kafka refuses for good (too large, invalid, not authorised) are set
+    aside instead of retried forever (``REDRIVE_QUARANTINE_DIR``); list and replay them with
+    ``redrive quarantine ... --dir``. Mount a volume there to keep them across restarts."""
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
@@ -94,7 +118,8 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     pod: PodIdentity = field(default_factory=PodIdentity)
-    status: StatusSettings = field(default_factory=StatusSettings)  # issue 13
+    status: StatusSettings = field(default_factory=StatusSettings)
+    records: RecordSettings = field(default_factory=RecordSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -122,12 +147,19 @@ class Settings:
         log = LogSettings.from_env(env)
         security = SecuritySettings.from_env(env)
         pod = PodIdentity.from_env(env)
-        status = StatusSettings.from_env(  # issue 13: request status
+        status = StatusSettings.from_env(
             env, kafka.topic, (kafka.topic, kafka.dlq_topic, consumer.retry_topic))
+        records = RecordSettings(
+            max_record_bytes=env.integer("REDRIVE_MAX_RECORD_BYTES", DEFAULT_MAX_RECORD_BYTES,
+                                         minimum=MIN_MAX_RECORD_BYTES,
+                                         maximum=64 * 1_048_576),
+            quarantine_dir=Path(env.string("REDRIVE_QUARANTINE_DIR",
+                                           str(DEFAULT_QUARANTINE_DIR))),
+        )
         env.check()
         return cls(kafka=kafka, consumer=consumer, target=target, retry=retry, limits=limits,
                    admin=admin, shutdown=shutdown, log=log, security=security, pod=pod,
-                   status=status)
+                   records=records, status=status)
 
     def summary(self) -> dict[str, object]:
         """Effective settings for the startup log line; keys are never included."""
@@ -147,7 +179,9 @@ class Settings:
             "breaker": [self.limits.breaker_failures, self.limits.breaker_open_seconds],
             "admin": f"{self.admin.host}:{self.admin.port}",
             "drain_timeout_seconds": self.shutdown.drain_timeout_seconds,
-            **self.status.summary(),  # issue 13
+            **self.status.summary(),
+            "max_record_bytes": self.records.max_record_bytes,
+            "quarantine_dir": str(self.records.quarantine_dir),
         }
 
 
@@ -161,8 +195,10 @@ def _consumer(env: Env, kafka: KafkaSettings) -> ConsumerSettings:
         env.problem("REDRIVE_RETRY_TOPIC", "must differ from REDRIVE_TOPIC and REDRIVE_DLQ_TOPIC")
     buffer = env.integer("REDRIVE_RETRY_BUFFER_RECORDS", 10_000, minimum=1)
     session = env.number("REDRIVE_SESSION_TIMEOUT_SECONDS", 10.0, minimum=1, maximum=3600)
+    buffer_bytes = env.integer("REDRIVE_WORKER_BUFFER_BYTES", 64 * 1_048_576,
+                               minimum=1_048_576)
     return ConsumerSettings(group_id=group, retry_topic=retry_topic, retry_buffer_records=buffer,
-                            session_timeout_seconds=session)
+                            session_timeout_seconds=session, buffer_bytes=buffer_bytes)
 
 
 def _retry(env: Env) -> RetrySettings:
@@ -179,7 +215,26 @@ def _retry(env: Env) -> RetrySettings:
         env.problem("REDRIVE_BACKOFF_MAX_SECONDS",
                     f"{retry.backoff_max_seconds:g} is below REDRIVE_BACKOFF_INITIAL_SECONDS "
                     f"({retry.backoff_initial_seconds:g})")
+    elif _tier_count(retry) > MAX_RETRY_TIERS:
+        env.problem("REDRIVE_BACKOFF_MULTIPLIER",
+                    f"the backoff schedule has more than {MAX_RETRY_TIERS} distinct delays "
+                    "(one retry topic each); raise the multiplier or lower the attempts")
     return retry
+
+
+MAX_RETRY_TIERS = 24
+"""Retry tier topics at most (one per distinct delay of the schedule, plus the cap)."""
+
+
+def _tier_count(retry: RetrySettings) -> int:
+    delays = {retry.backoff_max_seconds}
+    delay = retry.backoff_initial_seconds
+    for _ in range(1, retry.max_attempts):
+        if delay >= retry.backoff_max_seconds or len(delays) > MAX_RETRY_TIERS:
+            break
+        delays.add(delay)
+        delay *= retry.backoff_multiplier
+    return len(delays)
 
 
 def target_origin(url: str) -> tuple[str, str, int]:

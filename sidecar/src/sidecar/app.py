@@ -33,6 +33,7 @@ from redrive.admin import AdminServer, Readiness, build_admin_app
 from redrive.kafka import Publisher
 from redrive.status import WELL_KNOWN_PREFIX
 from sidecar.capture import Capturer
+from sidecar.drain import DRAIN_TIMEOUT, drain_spool
 from sidecar.metrics import SidecarMetrics
 from sidecar.proxy import Proxy
 from sidecar.server import FrontDoor, Handler, Limits, Request, Response
@@ -41,7 +42,7 @@ from sidecar.status import SidecarStatus
 from sidecar.upstream import UpstreamClient
 
 if TYPE_CHECKING:
-    from sidecar.spool import Spool, SpooledRecord
+    from sidecar.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -161,14 +162,18 @@ class Sidecar:
 
         client = UpstreamClient(s.upstream.url, connect_timeout=s.upstream.connect_timeout,
                                 timeout=s.upstream.timeout, idle_timeout=30.0)
-        # A record carries the body, base64 when binary (4/3 larger), plus headers and
-        # metadata.
+        # Captures larger than a Kafka record travel in chunks (redrive.chunks).
         publisher = Publisher(s.kafka, client_id=f"redrive-sidecar-{s.identity.pod}",
-                              max_record_bytes=s.listen.max_body_bytes * 4 // 3 + 256 * 1024)
+                              max_record_bytes=s.records.max_record_bytes)
         await publisher.start()
         stack.push_async_callback(self._close_resources, client, publisher)
         capturer = Capturer(s, publisher, state.metrics, spool=state.spool,
-                            spool_active=_spool_backlog(state.spool))
+                            spool_active=_spool_backlog(state.spool),
+                            kafka_up=lambda: publisher.connected)
+        # Read at scrape time: the gauge follows the publisher's probe even while the drain
+        # task is busy with a long window.
+        state.metrics.kafka_connected.set_function(
+            lambda: 1.0 if publisher.connected else 0.0)
         state.status = SidecarStatus(s.status, publisher, source=_source(s),
                                      signing=s.security.signing_keys)
         await state.status.start()
@@ -249,16 +254,10 @@ def _remaining(state: State, minimum: float) -> float:
 
 
 async def _drain_once(state: State) -> int:
-    spool, publisher = state.spool, state.publisher
-    assert spool is not None and publisher is not None
-    topic, timeout = state.settings.kafka.topic, state.settings.capture.publish_timeout
-
-    async def publish(record: SpooledRecord) -> None:
-        await publisher.publish(topic, record.key, record.value, record.headers, timeout)
-
-    sent = await spool.drain(publish, max_records=1000)
-    state.metrics.spool_drained.inc(sent)
-    return sent
+    assert state.spool is not None and state.publisher is not None
+    return await drain_spool(state.spool, state.publisher, state.metrics,
+                             topic=state.settings.kafka.topic,
+                             timeout=max(DRAIN_TIMEOUT, state.settings.capture.publish_timeout))
 
 
 async def _drain_loop(state: State) -> None:
@@ -266,7 +265,6 @@ async def _drain_loop(state: State) -> None:
     metrics, spool, backoff = state.metrics, state.spool, 0.5
     while True:
         publisher = state.publisher
-        metrics.kafka_connected.set(1 if publisher is not None and publisher.connected else 0)
         if spool is not None:
             metrics.spool_records.set(spool.records)
             metrics.spool_bytes.set(spool.bytes)
@@ -281,6 +279,6 @@ async def _drain_loop(state: State) -> None:
                     log.warning("spool drain paused: kafka did not acknowledge",
                                 extra={"error": repr(exc), "retry_in_seconds": backoff})
                     await asyncio.sleep(backoff)
-                    backoff = min(10.0, backoff * 2)
+                    backoff = min(5.0, backoff * 2)
                     continue
         await asyncio.sleep(0.5)

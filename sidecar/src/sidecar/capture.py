@@ -64,12 +64,14 @@ class Capturer:
     def __init__(self, settings: Settings, publisher: Publish, metrics: SidecarMetrics,
                  spool: SpoolSink | None = None,
                  spool_active: Callable[[], bool] = lambda: False,
+                 kafka_up: Callable[[], bool] = lambda: True,
                  clock: Callable[[], float] = time.time) -> None:
         self._settings = settings
         self._publisher = publisher
         self._metrics = metrics
         self._spool = spool
         self._spool_active = spool_active
+        self._kafka_up = kafka_up
         self._clock = clock
         self._redact = settings.security.redact_headers
         self._signing = settings.security.signing_keys
@@ -78,7 +80,7 @@ class Capturer:
         self._timeout = settings.capture.publish_timeout
         self._results = {r: metrics.captures.labels(result=r)
                          for r in ("published", "spooled", "lost")}
-        self.on_queued: Callable[[Record], None] = _ignore  # issue 13: request status
+        self.on_queued: Callable[[Record], None] = _ignore
 
     def build(self, req: RequestInfo, failure: Failure) -> Record:
         kept, redacted = envelope.redact(req.headers, self._redact)
@@ -130,8 +132,13 @@ class Capturer:
                     headers: Sequence[tuple[str, bytes]]) -> str:
         # While older records wait in the spool, new ones join them there, so the drain
         # keeps capture order and a slow Kafka is not asked twice per request.
-        if self._spool is not None and self._spool_active():
-            return await self._to_spool(key, value, headers, "spool has a backlog")
+        if self._spool is not None:
+            if self._spool_active():
+                return await self._to_spool(key, value, headers, "spool has a backlog")
+            # Kafka is known to be down (the publisher's probe): waiting the publish
+            # timeout would only delay an answer the spool can give in a millisecond.
+            if not self._kafka_up():
+                return await self._to_spool(key, value, headers, "kafka is unreachable")
         started = time.perf_counter()
         try:
             await self._publisher.publish(self._topic, key, value, headers, self._timeout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from redrive.kafka import PERMANENT_REASONS
 from redrive.metrics import LATENCY_BUCKETS
 from sidecar.failures import KINDS
 
@@ -57,6 +58,10 @@ class SidecarMetrics:
         self.publish_duration = Histogram(
             "publish_duration_seconds", "Seconds for Kafka to acknowledge a captured record.",
             namespace=ns, subsystem=sub, registry=registry, buckets=LATENCY_BUCKETS)
+        self.quarantined = Counter(
+            "quarantined_records", "Records Kafka refused for good (too large, invalid, "
+            "not authorised), moved to the quarantine file instead of retried forever.",
+            ["reason"], namespace=ns, subsystem=sub, registry=registry)
         self.kafka_connected = Gauge(
             "kafka_connected", "1 when the producer is connected to Kafka, else 0.",
             namespace=ns, subsystem=sub, registry=registry)
@@ -67,3 +72,5 @@ class SidecarMetrics:
             self.upstream_failures.labels(kind=kind)
         for result in RESULTS:
             self.captures.labels(result=result)
+        for reason in PERMANENT_REASONS:
+            self.quarantined.labels(reason=reason)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from redrive.chunks import DEFAULT_MAX_RECORD_BYTES, MIN_MAX_RECORD_BYTES
 from redrive.settings import (
     AdminSettings,
     Env,
@@ -16,7 +17,7 @@ from redrive.settings import (
     SecuritySettings,
     ShutdownSettings,
 )
-from sidecar.status import StatusSettings  # issue 13: request status
+from sidecar.status import StatusSettings
 
 FAILURE_RESPONSES = ("reject", "accept")
 _METHOD = re.compile(r"^[A-Z][A-Z0-9_-]*$")
@@ -80,6 +81,15 @@ class SpoolSettings:
 
 
 @dataclass(frozen=True)
+class RecordSettings:
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    """Largest Kafka record the sidecar produces, as the broker counts it (value, key,
+    headers, batch overhead) (``REDRIVE_MAX_RECORD_BYTES``). A capture larger than that
+    travels in ordered chunks (``redrive.chunks``). Keep it at or below the topic's
+    ``max.message.bytes`` (1,048,588 by default on Kafka and Strimzi)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     listen: ListenSettings = field(default_factory=ListenSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
@@ -91,7 +101,8 @@ class Settings:
     logging: LogSettings = field(default_factory=LogSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     identity: PodIdentity = field(default_factory=PodIdentity)
-    status: StatusSettings = field(default_factory=StatusSettings)  # issue 13
+    status: StatusSettings = field(default_factory=StatusSettings)
+    records: RecordSettings = field(default_factory=RecordSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -135,12 +146,15 @@ class Settings:
                         "proxied traffic never shares a port with the admin endpoints")
         shutdown = ShutdownSettings.from_env(env)
         kafka = KafkaSettings.from_env(env)
-        status = StatusSettings.from_env(env, kafka.topic)  # issue 13: request status
+        status = StatusSettings.from_env(env, kafka.topic)
         settings = cls(
             listen=listen, upstream=upstream, capture=capture, spool=spool,
             kafka=kafka, admin=admin, shutdown=shutdown,
             logging=LogSettings.from_env(env), security=SecuritySettings.from_env(env),
             identity=PodIdentity.from_env(env), status=status,
+            records=RecordSettings(max_record_bytes=env.integer(
+                "REDRIVE_MAX_RECORD_BYTES", DEFAULT_MAX_RECORD_BYTES,
+                minimum=MIN_MAX_RECORD_BYTES, maximum=64 * 1_048_576)),
         )
         env.check()
         return settings

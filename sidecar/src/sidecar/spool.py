@@ -107,6 +107,8 @@ _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 Buffer = bytes | bytearray | memoryview
 _T = TypeVar("_T")
 _Bytes = bytes  # Spool.bytes (a property) shadows the type inside the class
+PublishBatch = Callable[["Sequence[SpooledRecord]"], Awaitable["Sequence[BaseException | None]"]]
+"""The drain's sink: one outcome per record, in order (None = handled)."""
 
 
 class SpoolError(RedriveError):
@@ -362,12 +364,13 @@ def _pread_all(path: Path, offset: int, length: int) -> bytes:
         os.close(fd)
 
 
-def _read_frames(path: Path, start: int, stop: int) -> tuple[ScanResult, FrameError | None]:
+def _read_frames(path: Path, start: int, stop: int,
+                 chunk: int = _READ_CHUNK) -> tuple[ScanResult, FrameError | None]:
     """Scan the frames of ``path`` in [start, stop), about one chunk's worth (at least one
     whole frame when there is one). Offsets in the result are relative to ``start``.
     The second item is the real problem at ``start + valid_end``, if any: an incomplete
     frame that merely runs past the chunk read is not one."""
-    length = min(_READ_CHUNK, stop - start)
+    length = min(chunk, stop - start)
     while True:
         data = _pread_all(path, start, length)
         result = scan_frames(data)
@@ -407,11 +410,14 @@ class Spool:
     def __init__(self, directory: Path, max_bytes: int, *,
                  segment_max_bytes: int = 16 * 1024 * 1024,
                  clock: Callable[[], float] = time.time,
-                 checkpoint_every: int = 16) -> None:
+                 checkpoint_every: int = 16, window_records: int = 4096,
+                 window_bytes: int = 8 * 1024 * 1024) -> None:
         """``max_bytes`` caps the segment files on disk, frame overhead included.
         ``segment_max_bytes`` is when to start a new segment (a record larger than that
         gets a segment of its own). ``checkpoint_every``: drain progress is saved after
-        that many records, which bounds the records re-sent after a crash."""
+        that many records, which bounds the records re-sent after a crash (the drain
+        saves after each window, so at most one window is re-sent). ``window_records`` and
+        ``window_bytes`` bound what one drain step hands to ``publish`` at once."""
         if max_bytes <= 0 or segment_max_bytes <= 0 or checkpoint_every <= 0:
             raise ValueError("max_bytes, segment_max_bytes and checkpoint_every must be > 0")
         self._dir = Path(directory)
@@ -419,6 +425,8 @@ class Spool:
         self._segment_max = segment_max_bytes
         self._clock = clock
         self._checkpoint_every = checkpoint_every
+        self._window_records = max(1, window_records)
+        self._window_bytes = max(1, window_bytes)
         self._state = "new"  # new -> open -> closing -> closed
         self._broken = False
         self._lock_fd: int | None = None
@@ -770,15 +778,18 @@ class Spool:
 
     # --- drain -----------------------------------------------------------------------
 
-    async def drain(self, publish: Callable[[SpooledRecord], Awaitable[None]], *,
-                    max_records: int | None = None) -> int:
-        """Publish spooled records oldest first, one at a time, in order.
+    async def drain(self, publish: PublishBatch, *, max_records: int | None = None) -> int:
+        """Publish spooled records oldest first, in order, a window of many at a time.
 
-        A record counts as published once ``publish`` returns; if it raises, draining
-        stops, the record stays spooled and the exception propagates. Fully published
-        segments are deleted. Returns how many records were published. Stops early when
-        the spool is being closed. Only one drain runs at a time (others wait).
-        Raises SpoolError if a segment cannot be read or deleted.
+        ``publish`` gets a window of records (at most ``window_records`` of them and about
+        ``window_bytes`` of values) and answers, for each in order, None when the record
+        is handled (published, or set aside by the caller) or the exception that stopped
+        it. The spool advances over the leading run of handled records; at the first
+        failure draining stops, that record and the rest stay spooled (the ones after it
+        that were published are published again later: duplicates, never a gap) and the
+        exception propagates. Fully drained segments are deleted. Returns how many records
+        were handled. Stops early when the spool is being closed. Only one drain runs at a
+        time (others wait). Raises SpoolError if a segment cannot be read or deleted.
         """
         if self._state != "open":
             raise SpoolError(f"the spool in {self._dir} is not open")
@@ -806,31 +817,52 @@ class Spool:
                     await self._save_checkpoint(seg)
             return published
 
-    async def _drain_some(self, seg: _Segment,
-                          publish: Callable[[SpooledRecord], Awaitable[None]],
+    async def _drain_some(self, seg: _Segment, publish: PublishBatch,
                           max_records: int | None, published: int) -> int:
-        """Publish the records of one chunk of ``seg``; return how many."""
+        """Publish the records of one chunk of ``seg``, window by window; return how many."""
         start, stop, stop_records = seg.drained_offset, seg.size, seg.records
-        result, problem = await self._io(_read_frames, seg.path, start, stop)
+        result, problem = await self._io(_read_frames, seg.path, start, stop,
+                                         self._window_bytes)
         if result.records:
             seg.next_spooled_at = result.records[0].spooled_at
-        count = 0
-        for i, (record, end) in enumerate(zip(result.records, result.ends, strict=True)):
-            if self._state != "open" or (
-                    max_records is not None and published + count >= max_records):
+        records, ends = result.records, result.ends
+        count, i = 0, 0
+        while i < len(records):
+            if self._state != "open":
                 return count
-            await publish(record)
-            count += 1
-            seg.drained_offset = start + end
-            seg.drained_records += 1
-            self._records -= 1
-            if i + 1 < len(result.records):
-                seg.next_spooled_at = result.records[i + 1].spooled_at
-            elif seg.drained_offset >= seg.size:
-                seg.next_spooled_at = None
-            self._unsaved += 1
-            if self._unsaved >= self._checkpoint_every:
-                await self._save_checkpoint(seg)
+            room = len(records) - i
+            if max_records is not None:
+                room = min(room, max_records - published - count)
+            if room <= 0:
+                return count
+            j, size = i, 0
+            while j < i + min(room, self._window_records) and (
+                    j == i or size + len(records[j].value) <= self._window_bytes):
+                size += len(records[j].value)
+                j += 1
+            outcomes = await publish(records[i:j])
+            done = 0
+            for outcome in outcomes:
+                if outcome is not None:
+                    break
+                done += 1
+            if done:
+                count += done
+                i += done
+                seg.drained_offset = start + ends[i - 1]
+                seg.drained_records += done
+                self._records -= done
+                if i < len(records):
+                    seg.next_spooled_at = records[i].spooled_at
+                elif seg.drained_offset >= seg.size:
+                    seg.next_spooled_at = None
+                self._unsaved += done
+                if self._unsaved >= self._checkpoint_every:
+                    await self._save_checkpoint(seg)
+            if done < len(outcomes):
+                failure = outcomes[done]
+                assert failure is not None
+                raise failure
         if problem is not None:
             # Bytes we fsync'd ourselves no longer verify (disk corruption, or an outside
             # writer): set them aside rather than stall the drain on them forever.

@@ -118,6 +118,8 @@ async def test_two_services_on_one_broker_each_redrive_only_their_own(
                 env.update(FAST_WORKER)
                 env.update({"REDRIVE_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
                             "REDRIVE_ADMIN_PORT": str(free_port()),
+                            # Two workers on one host: not both on the chart's 9080.
+                            "REDRIVE_STATUS_PORT": "0",
                             "POD_NAME": f"{service}-worker"})
                 proc = python_module("retry_worker", env, name=f"worker-{service}")
                 procs.append(proc)

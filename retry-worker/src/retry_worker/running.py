@@ -69,8 +69,8 @@ async def _run(settings: Settings, registry: CollectorRegistry, metrics: Metrics
         await publisher.start()
         stack.push_async_callback(publisher.stop)
         log.info("retry worker starting", extra=settings.summary())
-        roots = {"consume": engine.run(stopping)}
-        roots["status"] = await open_status(settings, registry, publisher, engine, stack)  # i13
+        status = await open_status(settings, registry, publisher, engine, stack)
+        roots = {"consume": engine.run(stopping), "status": status}
         if watch is not None:
             roots["signals"] = watch.second_signal()
         await run_root_tasks(roots)

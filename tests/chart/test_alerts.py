@@ -7,6 +7,7 @@ otherwise), run against the rules rendered with the default thresholds.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,7 +16,9 @@ from typing import Any
 import jsonschema
 import yaml
 
+from redrive.kafka import PERMANENT_REASONS
 from tests.chart.chartlib import CHART, NAMESPACE, RELEASE, SCHEMAS, helm
+from tests.chart.test_dashboard import METRIC, registered_names
 from tests.support.tools import require
 
 ALERT_TESTS = Path(__file__).resolve().parent / "alerts"
@@ -116,3 +119,23 @@ def test_thresholds_come_from_values(tmp_path: Path) -> None:
     assert exprs["RedriveSpoolFilling"].endswith("> 0.8 * 1000")
     rules = write_rules(tmp_path, "monitoring.prometheusRule.thresholds.consumerLagRecords=42")
     run("check", "rules", rules.name, cwd=tmp_path)
+
+
+def test_every_alert_names_metrics_the_services_register() -> None:
+    """An alert on a metric nobody exports never fires: each name in the expressions (and
+    in the promtool tests' input series) is one the sidecar or the worker registers, and
+    the quarantine tests use the `reason` values the code really sets."""
+    registered = registered_names()
+    (doc,) = render_rule()
+    exprs = " ".join(r["expr"] for g in doc["spec"]["groups"] for r in g["rules"])
+    used = set(METRIC.findall(exprs))
+    assert {"redrive_sidecar_kafka_connected", "redrive_sidecar_quarantined_records_total",
+            "redrive_retry_worker_quarantined_records_total"} <= used
+    assert used <= registered, used - registered
+    series = " ".join(s["series"] for path in sorted(ALERT_TESTS.glob("*.test.yaml"))
+                      for t in yaml.safe_load(path.read_text())["tests"]
+                      for s in t.get("input_series", []))
+    assert set(METRIC.findall(series)) <= registered
+    reasons = set(re.findall(r'quarantined_records_total\{[^}]*reason="([^"]+)"', series))
+    assert reasons and reasons <= set(PERMANENT_REASONS), reasons
+

@@ -48,6 +48,8 @@ MOUNT = "/etc/redrive/kafka"
 # Per-service names (isolation): derived from the release and its namespace by default.
 TOPIC = f"redrive.{NAMESPACE}.{RELEASE}"
 RETRY, DLQ, STATUS, GROUP = f"{TOPIC}.retry", f"{TOPIC}.dlq", f"{TOPIC}.status", TOPIC
+# The retry tiers of the default backoff (2 s x 4, capped at 3600 s, 8 attempts).
+TIERS = tuple(f"{RETRY}.{d}" for d in ("2s", "8s", "32s", "128s", "512s", "2048s", "3600s"))
 SECURED_CASES = ("kafka-auth", "kafka-tls", "kafka-external-sasl")
 
 EXTERNAL_MTLS = (
@@ -218,11 +220,13 @@ def test_acls_are_exactly_least_privilege(case: str) -> None:
             env_value(worker, "REDRIVE_DLQ_TOPIC"), env_value(worker, "REDRIVE_GROUP_ID")) == \
         (TOPIC, RETRY, DLQ, GROUP)
     sidecar = acls(rendered.get("KafkaUser", USERS["sidecar"]))
-    assert sidecar == {("topic", TOPIC, "Write"), ("topic", TOPIC, "Describe")}
+    # Captures, and their `queued` states on the status topic.
+    assert sidecar == {("topic", TOPIC, "Write"), ("topic", TOPIC, "Describe"),
+                       ("topic", STATUS, "Write"), ("topic", STATUS, "Describe")}
     worker_acls = acls(rendered.get("KafkaUser", USERS["worker"]))
     assert worker_acls == {
         ("topic", TOPIC, "Read"), ("topic", TOPIC, "Describe"),
-        ("topic", RETRY, "Read"), ("topic", RETRY, "Write"), ("topic", RETRY, "Describe"),
+        *{("topic", t, op) for t in (RETRY, *TIERS) for op in ("Read", "Write", "Describe")},
         ("topic", DLQ, "Write"), ("topic", DLQ, "Describe"),
         ("topic", STATUS, "Read"), ("topic", STATUS, "Write"), ("topic", STATUS, "Describe"),
         ("group", GROUP, "Read"),
@@ -240,9 +244,11 @@ def test_acls_are_exactly_least_privilege(case: str) -> None:
 def test_the_operator_user_may_run_the_cli_and_nothing_else() -> None:
     operator = acls(render("kafka-auth").get("KafkaUser", USERS["operator"]))
     # tail reads the capture topic; dlq list/show read the DLQ; dlq replay writes records
-    # back to the capture topic and marks them on the DLQ. No group: the CLI assigns.
+    # back to the capture topic and marks them on the DLQ; status reads the status topic.
+    # No group: the CLI assigns.
     assert operator == {("topic", t, op) for t in (TOPIC, DLQ)
-                        for op in ("Read", "Write", "Describe")}
+                        for op in ("Read", "Write", "Describe")} | \
+        {("topic", STATUS, "Read"), ("topic", STATUS, "Describe")}
     assert not render("kafka-tls").find("KafkaUser", USERS["operator"])
 
 

@@ -10,8 +10,11 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from redrive.retrytopics import tier_label
 from redrive.sealing import SealKeys
 from redrive.signing import SigningKeys
+from redrive.status import TOPIC_CONFIG
+from retry_worker.settings import Settings as WorkerSettings
 from tests.chart.chartlib import (
     CASES,
     CHART,
@@ -254,6 +257,28 @@ def test_the_backend_service_targets_the_sidecar_and_the_sidecar_targets_the_app
     assert upstream.port == port_number(app, "app") == int(env_value(app, "PORT"))
 
 
+@pytest.mark.parametrize("case", cases_with("Deployment", WORKER))
+def test_the_workers_quarantine_is_a_volume_and_its_settings_parse(case: str) -> None:
+    """The root filesystem is read-only: REDRIVE_QUARANTINE_DIR must be a mounted volume
+    (not /tmp, whose emptyDir is small), and the worker accepts what the chart sets."""
+    rendered = render(case)
+    pod = rendered.get("Deployment", WORKER)["spec"]["template"]["spec"]
+    worker = container(pod, "retry-worker")
+    w = rendered.values["retryWorker"]
+    path = env_value(worker, "REDRIVE_QUARANTINE_DIR")
+    assert path == w["quarantine"]["path"] and not path.startswith("/tmp")
+    mount = next(m for m in worker["volumeMounts"] if m["mountPath"] == path)
+    assert not mount.get("readOnly")
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["emptyDir"]["sizeLimit"] == w["quarantine"]["sizeLimit"]
+    assert int(env_value(worker, "REDRIVE_WORKER_BUFFER_BYTES")) == w["bufferBytes"]
+    environ = {n: e["value"] for n, e in env_map(worker).items()
+               if "value" in e and not n.startswith("REDRIVE_KAFKA_S")}
+    settings = WorkerSettings.from_env(environ)
+    assert str(settings.records.quarantine_dir) == path
+    assert settings.consumer.buffer_bytes == w["bufferBytes"]
+
+
 @pytest.mark.parametrize("case", cases_with("Deployment", BACKEND))
 def test_the_spool_is_a_volume_and_its_cap_fits_inside_it(case: str) -> None:
     rendered = render(case)
@@ -435,7 +460,13 @@ def test_both_services_use_the_same_kafka_and_topics(case: str) -> None:
     assert retry == f"{topic}.retry"
     status = env_value(worker, "REDRIVE_STATUS_TOPIC")
     assert status == f"{topic}.status"
-    assert set(topics) == {topic, dlq, retry, status}
+    # The tier topics: compared with the worker's own computation in test_retry_tiers.py.
+    tiers = {t for t in topics if t.startswith(f"{retry}.")}
+    cap = rendered.values["retryWorker"]["backoff"]["maxSeconds"]
+    assert f"{retry}.{tier_label(cap)}" in tiers
+    assert set(topics) == {topic, dlq, retry, status} | tiers
+    for _, sidecar in (rc for rc in redrive_containers(case) if rc[0] == "sidecar"):
+        assert env_value(sidecar, "REDRIVE_STATUS_TOPIC") == status
     rf = rendered.values["kafka"]["strimzi"]["replicationFactor"]
     min_isr = 2 if rf >= 3 else 1
     assert kafka["spec"]["kafka"]["config"]["min.insync.replicas"] == min_isr
@@ -446,7 +477,9 @@ def test_both_services_use_the_same_kafka_and_topics(case: str) -> None:
         assert t["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
         assert t["spec"]["config"]["min.insync.replicas"] == min_isr
         assert t["spec"]["config"]["max.message.bytes"] > max_record
-    assert topics[status]["spec"]["config"]["cleanup.policy"] == "compact"
+    # The status topic's configuration is the one the services document and expect.
+    assert {k: str(v) for k, v in topics[status]["spec"]["config"].items()
+            if k in TOPIC_CONFIG} == TOPIC_CONFIG
 
 
 def test_min_insync_replicas_follows_the_replication_factor() -> None:

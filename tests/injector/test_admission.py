@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import jsonpatch
@@ -14,6 +15,7 @@ import yaml
 
 from injector.mutate import INTERCEPT_NAME, review
 from injector.template import SIDECAR_NAME, Template, default_template_text
+from sidecar.settings import Settings as SidecarSettings
 from tests.chart.chartlib import CHART, SUPPORTED_KUBE_VERSIONS, env_map, helm, validate_k8s
 from tests.injector.support import (
     INJECTOR_NAMESPACE,
@@ -24,8 +26,8 @@ from tests.injector.support import (
     deployment_pod,
 )
 
-PER_POD_ENV = {"REDRIVE_TOPIC", "REDRIVE_DLQ_TOPIC", "REDRIVE_UPSTREAM_URL",
-               "REDRIVE_CAPTURE_EXCLUDE_PATHS", "REDRIVE_STATUS_URL"}
+PER_POD_ENV = {"REDRIVE_TOPIC", "REDRIVE_DLQ_TOPIC", "REDRIVE_STATUS_TOPIC",
+               "REDRIVE_UPSTREAM_URL", "REDRIVE_CAPTURE_EXCLUDE_PATHS", "REDRIVE_STATUS_URL"}
 
 
 def inject(pod: dict[str, Any], namespace: str = "shop",
@@ -58,12 +60,17 @@ def test_a_plain_deployments_pod_gets_exactly_one_native_sidecar() -> None:
     # Isolation: the service's own topic, the one a release named "web" in "shop" consumes.
     assert env["REDRIVE_TOPIC"] == "redrive.shop.web"
     assert env["REDRIVE_DLQ_TOPIC"] == "redrive.shop.web.dlq"
+    # `queued` states go where that release's worker reads them.
+    assert env["REDRIVE_STATUS_TOPIC"] == "redrive.shop.web.status"
     assert env["REDRIVE_STATUS_URL"] == "http://web-redrive-retry-worker-status.shop.svc:9080"
     # Kubelet probes never become captures.
     assert env["REDRIVE_CAPTURE_EXCLUDE_PATHS"] == "/healthz"
     volumes = {v["name"]: v for v in patched["spec"]["volumes"]}
     assert set(volumes) == {"redrive-tmp", "redrive-spool"}
     assert "emptyDir" in volumes["redrive-spool"]
+    # The spool, and the quarantine the sidecar keeps under it, are on that volume.
+    mounts = {m["mountPath"]: m["name"] for m in sidecar["volumeMounts"]}
+    assert mounts[env["REDRIVE_SPOOL_DIR"]] == "redrive-spool"
     # The app's default 30 s, then the sidecar's pause (5), drain (20) and flush (10).
     assert patched["spec"]["terminationGracePeriodSeconds"] == 30 + 5 + 20 + 10
     sc = sidecar["securityContext"]
@@ -139,8 +146,8 @@ def test_annotations_tune_the_sidecar() -> None:
     assert env["REDRIVE_UPSTREAM_URL"] == "http://127.0.0.1:3000"
     assert env["REDRIVE_CAPTURE_STATUSES"] == "500,503"
     assert env["REDRIVE_FAILURE_RESPONSE"] == "accept"
-    assert (env["REDRIVE_TOPIC"], env["REDRIVE_DLQ_TOPIC"]) == ("orders.failed",
-                                                                "orders.failed.dlq")
+    assert (env["REDRIVE_TOPIC"], env["REDRIVE_DLQ_TOPIC"], env["REDRIVE_STATUS_TOPIC"]) == \
+        ("orders.failed", "orders.failed.dlq", "orders.failed.status")
 
 
 def test_iptables_interception_adds_a_net_admin_init_container_before_the_sidecar() -> None:
@@ -289,3 +296,17 @@ def test_iptables_mode_needs_the_privileged_level() -> None:
     added = set(intercept["securityContext"]["capabilities"]["add"])
     assert added - BASELINE_CAPABILITIES == {"NET_ADMIN", "NET_RAW"} - BASELINE_CAPABILITIES
     assert "NET_ADMIN" not in BASELINE_CAPABILITIES, "baseline does not allow it either"
+
+
+def test_the_sidecar_accepts_the_injected_settings(tmp_path: Path) -> None:
+    """The injected env parses as the sidecar's own settings, the per-pod values included."""
+    pod = deployment_pod()
+    patched, _ = inject(pod)
+    [sidecar] = sidecars(patched)
+    environ = {name: str(e["value"]) for name, e in env_map(sidecar).items() if "value" in e}
+    environ["REDRIVE_SPOOL_DIR"] = str(tmp_path / "spool")
+    settings = SidecarSettings.from_env(environ)
+    assert settings.status.topic == "redrive.shop.web.status"
+    assert settings.status.url == "http://web-redrive-retry-worker-status.shop.svc:9080"
+    assert settings.capture.exclude_paths == ("/healthz",)
+    assert settings.capture.methods == frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -355,6 +355,65 @@ Mode 0440: the files belong to root and the pod's fsGroup, so only the service r
 {{- .Values.kafka.retryTopic | default (printf "%s.retry" (include "redrive.kafka.topic" .)) }}
 {{- end }}
 
+{{/*
+The retry tier topics, comma-separated, shortest delay first: "<retry topic>.<delay>".
+The worker parks a record waiting for its next attempt on the tier of its delay
+(redrive.retrytopics, retry_worker.policy.RetryPolicy.tiers): one tier per distinct delay
+min(cap, initial * multiplier^(n-1)) for n = 1 .. maxAttempts-1, plus the cap. A delay is
+named in whole seconds when exact ("2s"), else in milliseconds ("500ms"), rounded half to
+even as Python does. The power is taken apart from `initial` (as Python's `**` does) so
+the two agree to the last bit for the usual values; tests/chart/test_retry_tiers.py
+compares them on several schedules.
+*/}}
+{{- define "redrive.kafka.retryTierTopics" -}}
+{{- $w := .Values.retryWorker }}
+{{- $retry := include "redrive.kafka.retryTopic" . }}
+{{- $initial := float64 $w.backoff.initialSeconds }}
+{{- $multiplier := float64 $w.backoff.multiplier }}
+{{- $cap := float64 $w.backoff.maxSeconds }}
+{{- if lt $cap $initial }}
+{{- fail (printf "retryWorker.backoff.maxSeconds (%v) is below retryWorker.backoff.initialSeconds (%v)" $w.backoff.maxSeconds $w.backoff.initialSeconds) }}
+{{- end }}
+{{- $delays := list }}
+{{- $power := 1.0 }}
+{{- $capped := false }}
+{{- range $n := until (max 0 (sub (int $w.maxAttempts) 1) | int) }}
+{{- $delay := $cap }}
+{{- if not $capped }}
+{{- $delay = mulf $initial $power }}
+{{- if ge $delay $cap }}
+{{- $delay = $cap }}
+{{- $capped = true }}
+{{- end }}
+{{- $power = mulf $power $multiplier }}
+{{- end }}
+{{- $delays = append $delays $delay }}
+{{- end }}
+{{- $delays = append $delays $cap }}
+{{- $labels := list }}
+{{- range $delays }}
+{{- $x := mulf . 1000.0 }}
+{{- $ms := floor $x }}
+{{- $frac := subf $x $ms }}
+{{- if or (gt $frac 0.5) (and (eq $frac 0.5) (eq (mod (int64 $ms) 2) 1)) }}
+{{- $ms = addf $ms 1.0 }}
+{{- end }}
+{{- $ms = max 1 (int64 $ms) }}
+{{- $label := ternary (printf "%ds" (div $ms 1000)) (printf "%dms" $ms) (eq (mod $ms 1000) 0) }}
+{{- if not (has $label $labels) }}
+{{- $labels = append $labels $label }}
+{{- end }}
+{{- end }}
+{{- if gt (len $labels) 24 }}
+{{- fail (printf "the retry worker's backoff schedule has %d distinct delays, more than 24 (one retry topic each): raise retryWorker.backoff.multiplier or lower retryWorker.maxAttempts" (len $labels)) }}
+{{- end }}
+{{- $topics := list }}
+{{- range $labels }}
+{{- $topics = append $topics (printf "%s.%s" $retry .) }}
+{{- end }}
+{{- join "," $topics }}
+{{- end }}
+
 {{/* Where the worker replays: targetUrl, else the demo backend Service (its sidecar port). */}}
 {{- define "redrive.retryWorker.targetUrl" -}}
 {{- if .Values.retryWorker.targetUrl }}
@@ -631,6 +690,9 @@ sidecar.statusUrl (possibly empty: no status look-ups through the sidecar).
       value: {{ $s.captureMethods | quote }}
     - name: REDRIVE_CAPTURE_EXCLUDE_PATHS
       value: {{ $s.captureExcludePaths | quote }}
+    # Where the sidecar writes each capture's `queued` state: the topic the worker reads.
+    - name: REDRIVE_STATUS_TOPIC
+      value: {{ include "redrive.kafka.statusTopic" $r | quote }}
     {{- with include "redrive.sidecar.statusUrl" . }}
     - name: REDRIVE_STATUS_URL
       value: {{ . | quote }}

@@ -117,6 +117,7 @@ def sidecar_for(pod: dict[str, Any], namespace: str, options: podopts.PodOptions
     topic = options.topic or naming.topic_for(namespace, service)
     _set_env(container, "REDRIVE_TOPIC", topic)
     _set_env(container, "REDRIVE_DLQ_TOPIC", f"{topic}.dlq")
+    _set_env(container, "REDRIVE_STATUS_TOPIC", f"{topic}.status")
     _set_env(container, "REDRIVE_UPSTREAM_URL", f"http://127.0.0.1:{options.upstream_port}")
     if options.capture_statuses:
         _set_env(container, "REDRIVE_CAPTURE_STATUSES", options.capture_statuses)

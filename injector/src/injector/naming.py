@@ -33,8 +33,9 @@ def service_name(pod: dict[str, Any]) -> str:
 def topic_for(namespace: str, service: str) -> str:
     """``redrive.<namespace>.<service>``, cleaned to Kafka's alphabet and 249 characters."""
     name = _INVALID.sub("-", f"{TOPIC_PREFIX}.{namespace}.{service}")
-    # The worker adds ".retry", ".status" or ".dlq": leave room for the longest.
-    return name[: 249 - len(".status")]
+    # The services add ".retry", ".status", ".dlq" and the retry tiers ".retry.<delay>"
+    # (e.g. ".retry.3600s"): leave room for a long tier.
+    return name[: 249 - len(".retry.86400000ms")]
 
 
 def release_fullname(service: str) -> str:

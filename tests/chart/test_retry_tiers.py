@@ -146,3 +146,10 @@ def test_the_docs_list_the_default_topics_to_create_on_an_existing_kafka() -> No
     topic = env["REDRIVE_TOPIC"]
     for name in workers_tiers(env):
         assert name.replace(topic, "<topic>", 1) in docs, name
+
+
+def test_a_retention_shorter_than_the_longest_wait_is_refused() -> None:
+    """A record waits up to cap x (1 + jitter) <= 2 x cap on its tier: it must not expire."""
+    rendered("kafka.strimzi.topicRetentionMs=7200000")  # exactly twice the 3600 s cap
+    with pytest.raises(HelmError, match="topicRetentionMs"):
+        rendered("kafka.strimzi.topicRetentionMs=7199999")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
+import yaml
 
 from tests.chart.chartlib import (
     CASES,
@@ -121,3 +123,6 @@ def test_install_notes_render_and_say_where_to_start(values) -> None:
     notes = out[out.index("NOTES:"):]
     assert "installed as release demo in namespace redrive-test" in notes
     assert "redrive.sidecar.container" in notes
+    worker = ((yaml.safe_load(values.read_text()) if values else {}) or {}).get("retryWorker", {})
+    if worker.get("enabled", True):
+        assert re.search(r"Retry tiers: \S+\.retry\.\d+m?s\b", notes), notes

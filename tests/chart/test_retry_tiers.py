@@ -133,6 +133,10 @@ def test_a_schedule_with_too_many_tiers_is_refused_by_both() -> None:
     set_json = ('retryWorker.backoff={"initialSeconds":1,"multiplier":1.1,"maxSeconds":3600}',)
     with pytest.raises(HelmError, match="more than 24"):
         rendered(*sets, set_json=set_json)
+    # Without Strimzi too: the worker's Deployment computes the tiers for the check.
+    args = ["template", "x", str(CHART), "--set", sets[0], "--set-json", set_json[0]]
+    with pytest.raises(HelmError, match="more than 24"):
+        helm(*args)
     env = worker_env(rendered("retryWorker.maxAttempts=8"))
     env |= {"REDRIVE_MAX_ATTEMPTS": "40", "REDRIVE_BACKOFF_INITIAL_SECONDS": "1",
             "REDRIVE_BACKOFF_MULTIPLIER": "1.1"}

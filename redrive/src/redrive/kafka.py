@@ -417,7 +417,8 @@ class Publisher:
 
     async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers,
                       timeout: float) -> Delivery:
-        """Send one record and wait for ``acks=all``, at most ``timeout`` seconds.
+        """Send one record and wait for ``acks=all``, at most ``timeout`` seconds (checked
+        by one sweep for all waiting records, so up to 50 ms more).
 
         Raises :class:`PublishError` when Kafka is not connected, refuses the record, or
         does not acknowledge in time. After a timeout the record may still be delivered

@@ -14,6 +14,10 @@ handful of ordinary headers (Accept, User-Agent, X-Request-Id, Accept-Encoding):
   minimal proxy, 502 passed on     the app answers 502; the baseline of the capture path
   sidecar capture path             the same 502 captured: answered after Kafka's ack
   sidecar spool path               the app and Kafka down: fsync'd before each answer
+  capture path, status records off REDRIVE_STATUS_RECORDS=false: what the `queued` status
+                                   record costs the capture path
+  capture path, info log           REDRIVE_LOG_LEVEL=info (the default; the other rows run
+                                   at warning): what the per-capture log line costs
 The proxy under test and nginx are pinned to CPU 0; wrk and the Kafka-protocol broker to
 CPU 1 (when taskset and two CPUs exist), as in the issue's conditions. The rows run in
 interleaved rounds (each round runs every row once; a row's result is the median over
@@ -211,8 +215,23 @@ def main() -> None:
             "REDRIVE_UPSTREAM_URL": f"http://127.0.0.1:{free_port()}"})
         (tmp / "spool").mkdir()
         procs.append(spool)
-        for port in (base_port, sc_port, down_port, spool_port):
+        # The capture path twice more, each with one thing changed: no `queued` status
+        # records, and the default log level (one info line per capture).
+        variants: dict[str, tuple[int, int]] = {}
+        for name, extra in (("nostatus", {"REDRIVE_STATUS_RECORDS": "false"}),
+                            ("infolog", {"REDRIVE_LOG_LEVEL": "info"})):
+            port, admin = free_port(), free_port()
+            procs.append(Process([*pin(0), sys.executable, "-m", "sidecar"],
+                                 name=f"sidecar-{name}", env={
+                **common, "REDRIVE_TOPIC": f"{topic}-{name}", "REDRIVE_LISTEN_PORT": str(port),
+                "REDRIVE_ADMIN_PORT": str(admin),
+                "REDRIVE_UPSTREAM_URL": f"http://127.0.0.1:{nginx_port}", **extra}))
+            variants[name] = (port, admin)
+        for port in (base_port, sc_port, down_port, spool_port,
+                     *(port for port, _ in variants.values())):
             wait_for_port(port)
+        for _, admin in variants.values():
+            sidecar.wait_http(f"http://127.0.0.1:{admin}/readyz")
         sidecar.wait_http(f"http://127.0.0.1:{sc_admin}/readyz")
         down.wait_http(f"http://127.0.0.1:{down_admin}/readyz")
         time.sleep(1.0)  # let the producers connect
@@ -244,6 +263,10 @@ def main() -> None:
             Row("JSON sidecar capture path (502)", url(sc_port, "/fail"), post=True,
                 json=True),
             Row("JSON sidecar spool path", url(spool_port, "/api/users"), post=True,
+                json=True),
+            Row("JSON capture, status records off", url(variants["nostatus"][0], "/fail"),
+                post=True, json=True),
+            Row("JSON capture, info log", url(variants["infolog"][0], "/fail"), post=True,
                 json=True),
         ]
 
@@ -305,6 +328,11 @@ def main() -> None:
               f", p99 {capture.p99_ms:.1f} ms  (target 2x, p99 < 15 ms)")
         print(f"  spool path         {sp.rps:.0f} req/s, p99 {sp.p99_ms:.1f} ms; spooled "
               f"{spooled}, lost {spool_lost}  (target 5,000/s, p99 < 20 ms)")
+        print(f"  status records     capture path with / without them "
+              f"{ratio('JSON sidecar capture path (502)', 'JSON capture, status records off')}"
+              "  (target >= 0.95x)")
+        print(f"  info log           capture path at info / at warning "
+              f"{ratio('JSON capture, info log', 'JSON sidecar capture path (502)')}")
         print(f"sidecar RSS after the run: {rss_mb(sidecar.pid):.1f} MB (target <= 80 MB)")
     finally:
         for p in reversed(procs):

@@ -125,6 +125,7 @@ async def bench(n: int, concurrency: int, timeout: float) -> dict[str, object]:
             "REDRIVE_REPLAY_RATE": "0", "REDRIVE_REPLAY_CONCURRENCY": str(concurrency),
             "REDRIVE_BREAKER_FAILURES": "0", "REDRIVE_ADMIN_HOST": "127.0.0.1",
             "REDRIVE_ADMIN_PORT": str(admin_port), "REDRIVE_LOG_LEVEL": "warning",
+            "REDRIVE_STATUS_HOST": "127.0.0.1", "REDRIVE_STATUS_PORT": str(free_port()),
             "REDRIVE_SESSION_TIMEOUT_SECONDS": "2", "POD_NAME": "bench"})
         worker_log = open(Path(logs) / "worker.log", "wb")  # noqa: SIM115, ASYNC230
         worker = subprocess.Popen([sys.executable, "-m", "retry_worker"], env=env,  # noqa: ASYNC220

@@ -6,9 +6,11 @@ import json
 import uuid
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from redrive import envelope
-from redrive.envelope import Failure
+from redrive.envelope import Failure, Source
 from redrive.errors import RecordError
 from tests.support.factories import record
 
@@ -125,3 +127,37 @@ def test_ids_are_unique_uuid7_and_sort_by_time() -> None:
 
 def test_failure_defaults_mean_the_request_may_have_reached_the_app() -> None:
     assert Failure("read_timeout").reached_upstream is True
+
+
+def _json_dumps(r: envelope.Record) -> bytes:
+    return json.dumps(envelope.to_dict(r), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=20)
+
+
+@given(method=_text, uri=_text, headers=st.dictionaries(_text, _text, max_size=4),
+       body=st.binary(max_size=40) | _text.map(str.encode),
+       status=st.none() | st.integers(100, 599),
+       reached=st.booleans(), timestamp=st.floats(allow_nan=False, allow_infinity=False),
+       attempt=st.integers(0, 10**6), sealed=st.none() | _text,
+       redacted=st.lists(_text, max_size=3).map(tuple), pod=_text)
+def test_the_fast_encoding_is_byte_for_byte_what_json_dumps_writes(
+        method: str, uri: str, headers: dict[str, str], body: bytes, status: int | None,
+        reached: bool, timestamp: float, attempt: int, sealed: str | None,
+        redacted: tuple[str, ...], pod: str) -> None:
+    r = record(method=method, uri=uri, path=uri, query_string=uri, headers=headers, body=body,
+               error=Failure(method, status, reached), timestamp=timestamp, attempt=attempt,
+               sealed_headers=sealed, redacted_headers=redacted, remote_addr=pod,
+               backend_url=uri, error_reason=pod, idempotency_key=method,
+               source=Source(pod, method))
+    assert envelope.encode(r) == _json_dumps(r)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"extra": {"future": [1, 2]}}, {"dead_letter": {"reason": "x"}},
+    {"timestamp": float("nan")}, {"timestamp": 5}, {"attempt": True}])
+def test_records_off_the_capture_path_encode_as_json_dumps_does(
+        overrides: dict[str, object]) -> None:
+    r = record(**overrides)
+    assert envelope.encode(r) == _json_dumps(r)

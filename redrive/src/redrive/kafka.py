@@ -9,6 +9,7 @@ duplicates are resolved downstream by capture id and Idempotency-Key instead.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -206,6 +207,55 @@ def _settle(records: list[_Outgoing], topic: str, partition: int,
                                               offset=base + i))
 
 
+class _Deadlines:
+    """Gives up on records whose acknowledgement is late: one sweep every ``tick`` seconds
+    for every waiting record, instead of a timer armed and cancelled per publish. A late
+    record's future fails with :class:`PublishError` (at most ``tick`` after its deadline),
+    so the sender drops it if it was not handed to Kafka yet, as a cancelled one."""
+
+    def __init__(self, tick: float = 0.05) -> None:
+        self._tick = tick
+        # One queue per timeout value: each is in deadline order, as records are appended.
+        self._queues: dict[float, collections.deque[tuple[float, asyncio.Future[Delivery]]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def watch(self, future: asyncio.Future[Delivery], timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        queue = self._queues.get(timeout)
+        if queue is None:
+            queue = self._queues[timeout] = collections.deque()
+        queue.append((loop.time() + timeout, future))
+        if self._task is None:
+            self._task = loop.create_task(self._sweep(), name="kafka-publish-deadlines")
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queues:
+                await asyncio.sleep(self._tick)
+                now = loop.time()
+                for timeout, queue in list(self._queues.items()):
+                    while queue and (queue[0][1].done() or queue[0][0] <= now):
+                        _, future = queue.popleft()
+                        if not future.done():
+                            future.set_exception(PublishError(
+                                f"no acknowledgement from Kafka within {timeout:g}s"))
+                    if not queue:
+                        del self._queues[timeout]
+        finally:
+            self._task = None
+
+    def close(self) -> None:
+        """Stop sweeping; a record still waiting is given up on now."""
+        if self._task is not None:
+            self._task.cancel()
+        queues, self._queues = self._queues, {}
+        for queue in queues.values():
+            for _, future in queue:
+                if not future.done():
+                    future.set_exception(PublishError("the publisher stopped"))
+
+
 class Publisher:
     """Owns one AIOKafkaProducer for the life of the process.
 
@@ -236,6 +286,7 @@ class Publisher:
         self._reconnect = (reconnect_initial, reconnect_max)
         self.last_error: str = "not connected yet"
         self._lanes: dict[str, _Lane] = {}
+        self._deadlines = _Deadlines()
 
     @property
     def connected(self) -> bool:
@@ -366,7 +417,8 @@ class Publisher:
 
     async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers,
                       timeout: float) -> Delivery:
-        """Send one record and wait for ``acks=all``, at most ``timeout`` seconds.
+        """Send one record and wait for ``acks=all``, at most ``timeout`` seconds (checked
+        by one sweep for all waiting records, so up to 50 ms more).
 
         Raises :class:`PublishError` when Kafka is not connected, refuses the record, or
         does not acknowledge in time. After a timeout the record may still be delivered
@@ -385,12 +437,9 @@ class Publisher:
                 raise result
             return result
         future = self._queue(producer, topic, key, value, headers)
+        self._deadlines.watch(future, timeout)
         try:
-            async with asyncio.timeout(timeout):
-                return await future
-        except TimeoutError:
-            self.suspect()
-            raise PublishError(f"no acknowledgement from Kafka within {timeout:g}s") from None
+            return await future
         except PublishError as exc:
             if exc.retriable:
                 self.suspect()
@@ -507,6 +556,7 @@ class Publisher:
         with contextlib.suppress(TimeoutError, KafkaError):
             async with asyncio.timeout(timeout):
                 await producer.stop()
+        self._deadlines.close()
 
 
 def consumer_options(kafka: KafkaSettings, *, client_id: str, group_id: str | None,

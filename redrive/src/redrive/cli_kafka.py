@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,7 +127,8 @@ async def read_all(kafka: KafkaSettings, topic: str, timeout: float) -> list[Mes
     return [m async for m in read_each(kafka, topic, timeout)]
 
 
-async def read_each(kafka: KafkaSettings, topic: str, timeout: float) -> AsyncIterator[Message]:
+async def read_each(kafka: KafkaSettings, topic: str,
+                    timeout: float) -> AsyncGenerator[Message, None]:
     """Every record on ``topic`` from the beginning up to its end as first seen, one at a
     time, in order within each partition, chunked records whole.
 

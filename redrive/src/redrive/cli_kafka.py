@@ -46,6 +46,9 @@ async def _consumer(kafka: KafkaSettings, timeout: float) -> AsyncIterator[AIOKa
     options = consumer_options(kafka, client_id="redrive-cli", group_id=None,
                                request_timeout=max(timeout, 1.0))
     options["fetch_max_wait_ms"] = 100  # empty partitions answer (with their end) quickly
+    # One fetch at most 4 MiB over all partitions (aiokafka's default is 50 MB): reading
+    # a large topic streams in bounded steps. A larger first batch is still returned whole.
+    options["fetch_max_bytes"] = 4 * 1_048_576
     consumer = AIOKafkaConsumer(**options)
     try:
         async with asyncio.timeout(timeout):

@@ -158,6 +158,7 @@ async def bench(n: int, concurrency: int, timeout: float) -> dict[str, object]:
             "rss_mib_after_warmup_max": round(max(warm) / 1024, 1),
             "rss_mib_end": round(rss[-1][1] / 1024, 1),
             "rss_samples_mib": [(t, round(k / 1024, 1)) for t, k in rss[:: max(1, len(rss) // 12)]],
+            "rss_all": rss,  # (seconds, KiB) every second, for bench/memory_bench.py
             "logs": logs,
         }
     finally:
@@ -186,6 +187,7 @@ def main() -> None:
                         help="give up after this many seconds of replaying")
     args = parser.parse_args()
     result = asyncio.run(bench(args.records, args.concurrency, args.timeout))
+    result.pop("rss_all")
     width = max(len(k) for k in result)
     for key, value in result.items():
         print(f"{key.ljust(width)}  {value}")

@@ -73,7 +73,7 @@ def slope_mib_per_minute(samples: list[tuple[float, int]]) -> float:
 
 
 def summary(samples: list[tuple[float, int]]) -> dict[str, object]:
-    samples = [(t, b) for t, b in samples if b > 0]  # before the process had any
+    samples = [(t, b) for t, b in samples if b > 10 * MIB]  # the process still starting
     rss = [b for _, b in samples]
     return {"samples": len(samples), "rss_start_mib": round(rss[0] / MIB, 1),
             "rss_peak_mib": round(max(rss) / MIB, 1), "rss_end_mib": round(rss[-1] / MIB, 1),
@@ -243,7 +243,9 @@ def run_gc_ab(args: argparse.Namespace) -> dict[str, object]:
 
 
 def run_worker(args: argparse.Namespace) -> dict[str, object]:
-    result = asyncio.run(worker_bench.bench(args.records, args.concurrency, args.timeout))
+    extra = {"REDRIVE_STATUS_PORT": "0"} if args.no_status else {}
+    result = asyncio.run(worker_bench.bench(args.records, args.concurrency, args.timeout,
+                                            extra))
     samples = result.pop("rss_all")
     assert isinstance(samples, list)
     result.pop("rss_samples_mib", None)
@@ -257,6 +259,9 @@ def main() -> None:
     w.add_argument("--records", type=int, default=100_000)
     w.add_argument("--concurrency", type=int, default=64)
     w.add_argument("--timeout", type=float, default=900.0)
+    w.add_argument("--no-status", action="store_true",
+                   help="turn the worker's status service off (REDRIVE_STATUS_PORT=0): its "
+                        "view remembers up to REDRIVE_STATUS_MAX_TRACKED requests")
     for name in ("sidecar", "gc-ab"):
         p = sub.add_parser(name)
         p.add_argument("--connections", type=int, default=32)

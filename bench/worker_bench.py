@@ -92,7 +92,8 @@ async def fill(bootstrap: str, topic: str, n: int) -> float:
     return time.monotonic() - start
 
 
-async def bench(n: int, concurrency: int, timeout: float) -> dict[str, object]:
+async def bench(n: int, concurrency: int, timeout: float,
+                extra_env: dict[str, str] | None = None) -> dict[str, object]:
     broker_port, target_port, admin_port = free_port(), free_port(), free_port()
     logs = tempfile.mkdtemp(prefix="redrive-bench-")
     broker_log = open(Path(logs) / "broker.log", "wb")  # noqa: SIM115, ASYNC230
@@ -126,6 +127,7 @@ async def bench(n: int, concurrency: int, timeout: float) -> dict[str, object]:
             "REDRIVE_BREAKER_FAILURES": "0", "REDRIVE_ADMIN_HOST": "127.0.0.1",
             "REDRIVE_ADMIN_PORT": str(admin_port), "REDRIVE_LOG_LEVEL": "warning",
             "REDRIVE_SESSION_TIMEOUT_SECONDS": "2", "POD_NAME": "bench"})
+        env.update(extra_env or {})
         worker_log = open(Path(logs) / "worker.log", "wb")  # noqa: SIM115, ASYNC230
         worker = subprocess.Popen([sys.executable, "-m", "retry_worker"], env=env,  # noqa: ASYNC220
                                   stdout=worker_log, stderr=subprocess.STDOUT, cwd=REPO)

@@ -1,8 +1,8 @@
 """The buffered-body budget (REDRIVE_BUFFERED_BODY_MAX_BYTES) against a real sidecar
 process: a crowd of slow, large uploads asks for far more than the budget; the overflow is
 answered 503 ``queued: false`` with Retry-After before its body is read, every upload the
-sidecar accepted is in Kafka, the budget is given back, and the process's RSS stays far
-below what the crowd offered."""
+sidecar accepted is in Kafka, the budget is given back, and the process's RSS growth is
+bounded by a multiple of the budget, not by what the crowd offered."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ MIB = 1024 * 1024
 BODY = 512 * 1024
 PIECE = 64 * 1024
 BUDGET = 4 * MIB
-CLIENTS = 48  # 24 MiB offered against a 4 MiB budget
+CLIENTS = 96  # 48 MiB offered against a 4 MiB budget
 
 
 def rss_bytes(pid: int) -> int:
@@ -119,9 +119,11 @@ async def test_uploads_past_the_body_budget_get_503_not_queued_and_memory_stays_
         assert metric(sc, "redrive_sidecar_buffered_body_bytes") == 0
         assert metric(sc, 'redrive_sidecar_requests_total{outcome="overloaded"}') \
             == len(refused)
-        # Memory: the crowd offered 24 MiB; RSS grew by far less (bodies past the budget
-        # were never read).
-        assert grown < CLIENTS * BODY * 0.75, grown
+        # Memory: a captured body costs several times its size on the way to Kafka, so the
+        # growth is bounded by a multiple of the budget (measured +3 to +49 MiB, depending
+        # on how the captures overlap), not by the crowd: without the budget 48 such
+        # uploads grew RSS by 200 MiB, 96 by 250 MiB.
+        assert grown < 100 * MIB, grown
 
         # With the crowd gone, a large upload is accepted again.
         status, _, again = await slow_upload(sc.port, 99)

@@ -92,7 +92,8 @@ async def fill(bootstrap: str, topic: str, n: int) -> float:
     return time.monotonic() - start
 
 
-async def bench(n: int, concurrency: int, timeout: float) -> dict[str, object]:
+async def bench(n: int, concurrency: int, timeout: float,
+                extra_env: dict[str, str] | None = None) -> dict[str, object]:
     broker_port, target_port, admin_port = free_port(), free_port(), free_port()
     logs = tempfile.mkdtemp(prefix="redrive-bench-")
     broker_log = open(Path(logs) / "broker.log", "wb")  # noqa: SIM115, ASYNC230
@@ -127,6 +128,7 @@ async def bench(n: int, concurrency: int, timeout: float) -> dict[str, object]:
             "REDRIVE_ADMIN_PORT": str(admin_port), "REDRIVE_LOG_LEVEL": "warning",
             "REDRIVE_STATUS_HOST": "127.0.0.1", "REDRIVE_STATUS_PORT": str(free_port()),
             "REDRIVE_SESSION_TIMEOUT_SECONDS": "2", "POD_NAME": "bench"})
+        env.update(extra_env or {})
         worker_log = open(Path(logs) / "worker.log", "wb")  # noqa: SIM115, ASYNC230
         worker = subprocess.Popen([sys.executable, "-m", "retry_worker"], env=env,  # noqa: ASYNC220
                                   stdout=worker_log, stderr=subprocess.STDOUT, cwd=REPO)
@@ -159,6 +161,7 @@ async def bench(n: int, concurrency: int, timeout: float) -> dict[str, object]:
             "rss_mib_after_warmup_max": round(max(warm) / 1024, 1),
             "rss_mib_end": round(rss[-1][1] / 1024, 1),
             "rss_samples_mib": [(t, round(k / 1024, 1)) for t, k in rss[:: max(1, len(rss) // 12)]],
+            "rss_all": rss,  # (seconds, KiB) every second, for bench/memory_bench.py
             "logs": logs,
         }
     finally:
@@ -187,6 +190,7 @@ def main() -> None:
                         help="give up after this many seconds of replaying")
     args = parser.parse_args()
     result = asyncio.run(bench(args.records, args.concurrency, args.timeout))
+    result.pop("rss_all")
     width = max(len(k) for k in result)
     for key, value in result.items():
         print(f"{key.ljust(width)}  {value}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import socket
@@ -17,11 +18,26 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+_RESERVED: collections.deque[socket.socket] = collections.deque()
+_RESERVED_KEEP = 512
+
+
 def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free TCP port on 127.0.0.1, kept from other ``free_port`` callers.
+
+    The port stays bound (SO_REUSEADDR, not listening) by a socket held here, so no other
+    test helper or parallel run is handed it, while the service it is meant for binds and
+    listens on it as usual (asyncio, aiohttp, nginx and Tansu set SO_REUSEADDR; only a
+    listening socket excludes them). Connecting to it before the service listens is
+    refused. The oldest of the last 512 reservations is let go as new ones are made.
+    """
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    _RESERVED.append(s)
+    while len(_RESERVED) > _RESERVED_KEEP:
+        _RESERVED.popleft().close()
+    return int(s.getsockname()[1])
 
 
 class ReservedPort:

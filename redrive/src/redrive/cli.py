@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import fnmatch
 import getpass
 import json
@@ -19,7 +20,15 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
@@ -31,7 +40,6 @@ from redrive.cli_kafka import (
     follow,
     publish,
     publisher,
-    read_all,
     read_each,
 )
 from redrive.deadletter import (
@@ -421,50 +429,122 @@ def back_on_the_main_topic(record: Record, letter: Letter, *, by: str, at: float
                    extra={**record.extra, "redriven_from_dlq": note})
 
 
+@dataclass(frozen=True, slots=True)
+class Pick:
+    """What ``dlq replay`` keeps of a letter while it streams the DLQ: no body."""
+
+    id: str
+    reason: str
+    at: float
+    partition: int
+    offset: int
+    selected: bool
+    """It matches the filters."""
+    has_record: bool
+    describe: str
+
+
+def _pick(letter: Letter, m: Message, filters: Sequence[tuple[str, str]]) -> Pick:
+    record = letter.record
+    return Pick(id=letter.id, reason=letter.reason,
+                at=letter.at or m.timestamp_ms / 1000, partition=m.partition,
+                offset=m.offset, selected=matches(letter, filters),
+                has_record=record is not None,
+                describe=_describe(letter) if record is not None else letter.id)
+
+
+def _find_pick(picks: Sequence[Pick], wanted: str) -> Pick:
+    exact = [p for p in picks if p.id == wanted]
+    found = exact or [p for p in picks if p.id.startswith(wanted)]
+    if not found:
+        raise CliError(f"no dead letter with id {wanted!r}")
+    if len(found) > 1:
+        raise CliError(f"{wanted!r} matches {len(found)} dead letters; give more of the id")
+    return found[0]
+
+
 async def cmd_replay(args: argparse.Namespace, settings: CliSettings, out: IO[str]) -> int:
+    """Streams the DLQ twice, never holding a letter's body for longer than its replay:
+    the first pass keeps per id only its newest letter's position and facts (:class:`Pick`)
+    and decides; the second reads the chosen letters again, by position, and replays each
+    as it arrives (in DLQ order), stopping once all were found."""
     kafka = settings.kafka
-    messages = await read_all(kafka, kafka.dlq_topic, settings.timeout_seconds)
-    entries = latest_by_id(messages)
+    latest: dict[str, Pick] = {}
+    async for m in read_each(kafka, kafka.dlq_topic, settings.timeout_seconds):
+        letter = read_letter(m.value, m.key)
+        latest.pop(letter.id, None)  # a record's letters share a key, so a partition
+        latest[letter.id] = _pick(letter, m, args.filters)
+    picks = sorted(latest.values(), key=lambda p: p.at)
     if args.ids:
-        chosen = [find(entries, wanted) for wanted in args.ids]
-        if not_again := [e.letter.id for e in chosen if e.letter.reason == REPLAYED]:
+        chosen = [_find_pick(picks, wanted) for wanted in args.ids]
+        if not_again := [p.id for p in chosen if p.reason == REPLAYED]:
             raise CliError(f"already replayed (use `dlq show`): {', '.join(not_again)}")
     else:
-        chosen = [e for e in entries if e.letter.reason != REPLAYED]
-    chosen = [e for e in chosen if matches(e.letter, args.filters)]
-    skipped = [e for e in chosen if not replayable(e)]
-    chosen = [e for e in chosen if replayable(e)]
-    for e in skipped:
-        why = (f"a {MALFORMED} letter is not a record" if e.letter.record is None
-               else f"a record refused as {e.letter.reason} is not trusted and")
-        print(f"skipping {e.letter.id}: {why} cannot be replayed", file=sys.stderr)
+        chosen = [p for p in picks if p.reason != REPLAYED]
+    chosen = [p for p in chosen if p.selected]
+    skipped = [p for p in chosen if not p.has_record or p.reason in REJECTED]
+    chosen = [p for p in chosen if p.has_record and p.reason not in REJECTED]
+    for p in skipped:
+        why = (f"a {MALFORMED} letter is not a record" if not p.has_record
+               else f"a record refused as {p.reason} is not trusted and")
+        print(f"skipping {p.id}: {why} cannot be replayed", file=sys.stderr)
     if args.ids and skipped:
         return 1
     by = args.by or _who()
     verb = "would replay" if args.dry_run else "replayed"
     if args.dry_run or not chosen:
-        for e in chosen:
-            out.write(f"{verb} {_describe(e.letter)}\n")
+        for p in chosen:
+            out.write(f"{verb} {p.describe}\n")
         out.write(f"{verb} {len(chosen)} record(s) to {kafka.topic}\n")
         return 0
-    await replay_entries(kafka, chosen, by=by, rate=args.rate, signing=settings.signing,
+    wanted = {(p.partition, p.offset) for p in chosen}
+    done = 0
+
+    async def again() -> AsyncIterator[Entry]:
+        nonlocal done
+        async with contextlib.aclosing(
+                read_each(kafka, kafka.dlq_topic, settings.timeout_seconds)) as letters:
+            async for m in letters:
+                if (m.partition, m.offset) in wanted:
+                    entry = Entry(read_letter(m.value, m.key), m)
+                    if replayable(entry):  # as decided (the letter is the same bytes)
+                        yield entry
+                    done += 1
+                    if done == len(wanted):
+                        return
+
+    await replay_entries(kafka, again(), by=by, rate=args.rate, signing=settings.signing,
                          timeout=settings.timeout_seconds,
                          on_each=lambda e: out.write(f"{verb} {_describe(e.letter)}\n"))
+    if done < len(wanted):
+        raise CliError(f"{len(wanted) - done} chosen dead letter(s) were gone from "
+                       f"{kafka.dlq_topic} on the second read (retention?)")
     out.write(f"{verb} {len(chosen)} record(s) to {kafka.topic}\n")
     return 0
 
 
-async def replay_entries(kafka: KafkaSettings, chosen: Sequence[Entry], *, by: str,
+async def _each(entries: Iterable[Entry] | AsyncIterable[Entry]) -> AsyncIterator[Entry]:
+    if isinstance(entries, AsyncIterable):
+        async for e in entries:
+            yield e
+    else:
+        for e in entries:
+            yield e
+
+
+async def replay_entries(kafka: KafkaSettings,
+                         chosen: Iterable[Entry] | AsyncIterable[Entry], *, by: str,
                          rate: float, signing: SigningKeys | None, timeout: float,
                          on_each: Callable[[Entry], object] = lambda _e: None) -> None:
-    """Put ``chosen`` (replayable entries) back on the capture topic, attempts reset,
-    signed with the first signing key when one is set, each followed by a replay marker on
-    the DLQ; at most ``rate`` records a second (0: no limit). Shared by ``dlq replay`` and
-    the console. Raises :class:`CliError` when Kafka is unreachable or refuses a record."""
+    """Put ``chosen`` (replayable entries, a sequence or a stream) back on the capture
+    topic, attempts reset, signed with the first signing key when one is set, each
+    followed by a replay marker on the DLQ; at most ``rate`` records a second (0: no
+    limit). Shared by ``dlq replay`` and the console. Raises :class:`CliError` when Kafka
+    is unreachable or refuses a record."""
     interval = 1.0 / rate if rate > 0 else 0.0
     async with publisher(kafka, timeout) as pub:
         next_at = time.monotonic()
-        for e in chosen:
+        async for e in _each(chosen):
             delay = next_at - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,9 @@ async def _consumer(kafka: KafkaSettings, timeout: float) -> AsyncIterator[AIOKa
     options = consumer_options(kafka, client_id="redrive-cli", group_id=None,
                                request_timeout=max(timeout, 1.0))
     options["fetch_max_wait_ms"] = 100  # empty partitions answer (with their end) quickly
+    # One fetch at most 4 MiB over all partitions (aiokafka's default is 50 MB): reading
+    # a large topic streams in bounded steps. A larger first batch is still returned whole.
+    options["fetch_max_bytes"] = 4 * 1_048_576
     consumer = AIOKafkaConsumer(**options)
     try:
         async with asyncio.timeout(timeout):
@@ -127,7 +130,8 @@ async def read_all(kafka: KafkaSettings, topic: str, timeout: float) -> list[Mes
     return [m async for m in read_each(kafka, topic, timeout)]
 
 
-async def read_each(kafka: KafkaSettings, topic: str, timeout: float) -> AsyncIterator[Message]:
+async def read_each(kafka: KafkaSettings, topic: str,
+                    timeout: float) -> AsyncGenerator[Message, None]:
     """Every record on ``topic`` from the beginning up to its end as first seen, one at a
     time, in order within each partition, chunked records whole.
 

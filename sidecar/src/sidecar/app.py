@@ -188,12 +188,18 @@ class Sidecar:
 
         listen = s.listen
         rejected = state.metrics.requests.labels(outcome="rejected")
+        overloaded = state.metrics.requests.labels(outcome="overloaded")
         self._door = FrontDoor(
             self.dispatch,
             Limits(head_timeout=listen.client_read_timeout,
                    max_header_bytes=listen.max_header_bytes, max_headers=listen.max_headers,
-                   max_body_bytes=listen.max_body_bytes),
-            on_refused=lambda _status: rejected.inc(), access_log=listen.access_log)
+                   max_body_bytes=listen.max_body_bytes,
+                   max_buffered_body_bytes=listen.buffered_body_max_bytes,
+                   overload_retry_after=max(1, s.capture.retry_after)),
+            on_refused=lambda status: (overloaded if status == 503 else rejected).inc(),
+            access_log=listen.access_log)
+        bodies = self._door.bodies
+        state.metrics.buffered_body_bytes.set_function(lambda: float(bodies.used))
         bound = await self._door.start(listen.host, listen.port)
         log.info("proxy listening", extra={
             "listen": f"{listen.host}:{bound[0][1]}", "upstream": s.upstream.url,

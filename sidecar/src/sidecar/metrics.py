@@ -15,12 +15,14 @@ from sidecar.failures import KINDS
 
 __all__ = ["LATENCY_BUCKETS", "OUTCOMES", "RESULTS", "SidecarMetrics"]
 
-OUTCOMES = ("proxied", "queued", "not_queued", "replay_failed", "not_captured", "rejected")
+OUTCOMES = ("proxied", "queued", "not_queued", "replay_failed", "not_captured", "rejected",
+            "overloaded")
 """proxied: the upstream's answer was passed on; queued / not_queued: a failure was
 captured and made safe / could not be; replay_failed: a replay (never captured) whose
 upstream failed without an answer; not_captured: the same for a request the capture
 policy leaves out (method, path); rejected: refused before forwarding (400, 408, 413,
-431, ...)."""
+431, ...); overloaded: refused with 503 ``queued: false`` because its body would pass
+the buffered-body budget (``REDRIVE_BUFFERED_BODY_MAX_BYTES``)."""
 RESULTS = ("published", "spooled", "lost")
 
 
@@ -62,6 +64,10 @@ class SidecarMetrics:
             "quarantined_records", "Records Kafka refused for good (too large, invalid, "
             "not authorised), moved to the quarantine file instead of retried forever.",
             ["reason"], namespace=ns, subsystem=sub, registry=registry)
+        self.buffered_body_bytes = Gauge(
+            "buffered_body_bytes", "Bytes of request bodies held by requests in progress "
+            "(counted against REDRIVE_BUFFERED_BODY_MAX_BYTES).",
+            namespace=ns, subsystem=sub, registry=registry)
         self.kafka_connected = Gauge(
             "kafka_connected", "1 when the producer is connected to Kafka, else 0.",
             namespace=ns, subsystem=sub, registry=registry)

@@ -17,6 +17,12 @@ the error answers live in ``sidecar.guards``):
 - Limits: ``REDRIVE_MAX_HEADER_BYTES`` (request target and each header field) and
   ``REDRIVE_MAX_HEADERS`` (431), ``REDRIVE_MAX_BODY_BYTES`` (413, as soon as the
   declared or received size passes it).
+- A byte budget for request bodies held at once, across all connections
+  (``REDRIVE_BUFFERED_BODY_MAX_BYTES``, :class:`BodyBudget`): a body is charged from its
+  first byte (a declared Content-Length at once) until its answer is written. A request
+  whose body would pass the budget is answered ``503`` JSON with ``queued: false`` and
+  Retry-After before its body is read (a chunked one as soon as it passes), so a crowd
+  of large uploads costs at most the budget, never an OOM.
 - Deadlines: a request head that starts arriving must be complete within
   ``REDRIVE_CLIENT_READ_TIMEOUT_SECONDS`` (408 ``request_timeout``), and its body again
   within that time (408 ``client_timeout``); a new connection that sends nothing in that
@@ -64,8 +70,8 @@ from sidecar.guards import (
 
 # The names tests/unit/test_http_guard.py has always imported from here.
 _classify = classify
-__all__ = ["FrontDoor", "Limits", "Refused", "Request", "Response", "check_message",
-           "json_response"]
+__all__ = ["BodyBudget", "FrontDoor", "Limits", "Overloaded", "Refused", "Request",
+           "Response", "check_message", "json_response"]
 
 log = logging.getLogger("sidecar.http")
 access_log = logging.getLogger("sidecar.access")
@@ -81,8 +87,8 @@ _READ_SLACK = 256 * 1024  # the most asyncio's selector transports read at once
 class Request:
     """One parsed request, its body complete."""
 
-    __slots__ = ("body", "headers", "keep_alive", "method", "raw_headers", "remote",
-                 "target", "version")
+    __slots__ = ("body", "charge", "headers", "keep_alive", "method", "raw_headers",
+                 "remote", "target", "version")
 
     def __init__(self, method: str, target: str, version: tuple[int, int],
                  raw_headers: list[tuple[str, str]], remote: str | None,
@@ -98,6 +104,8 @@ class Request:
         """The peer's IP address."""
         self.keep_alive = keep_alive
         self.body = b""
+        self.charge = 0
+        """Bytes of the body budget this request holds until it is answered."""
 
     @property
     def path(self) -> str:
@@ -144,6 +152,39 @@ class Limits:
     max_body_bytes: int = 1_048_576
     keepalive_timeout: float = 75.0
     """Seconds an idle keep-alive connection is kept open."""
+    max_buffered_body_bytes: int = 64 * 1_048_576
+    """Budget for the request bodies held by all requests in progress at once."""
+    overload_retry_after: int = 1
+    """Retry-After seconds in the 503 answer past the body budget."""
+
+
+class Overloaded(Refused):
+    """A request refused because its body would pass the body budget (503)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(503, "overloaded",
+                         f"request bodies in progress would exceed {limit} bytes; "
+                         "retry later")
+
+
+class BodyBudget:
+    """Bytes of request bodies held at once by every connection of a :class:`FrontDoor`."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int) -> bool:
+        """Charge ``size`` bytes; False (nothing charged) when that would pass the limit."""
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used -= size
 
 
 class FrontDoor:
@@ -158,6 +199,7 @@ class FrontDoor:
         self.on_refused = on_refused
         self.access_log = access_log
         self.budget = LogBudget(log_per_second)
+        self.bodies = BodyBudget(limits.max_buffered_body_bytes)
         self.closing = False
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
@@ -246,6 +288,7 @@ class _Connection(asyncio.Protocol):
         self._request: Request | None = None
         self._body: list[bytes] = []
         self._body_size = 0
+        self._charge = 0  # body budget held by the message being parsed
         self._head_size = 0
         # One timer for every deadline: it fires, checks the phase, and re-arms.
         self._phase = _IDLE
@@ -267,6 +310,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        self._drop_body()
+        if self._task is None:
+            self._release_queued()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -350,11 +396,14 @@ class _Connection(asyncio.Protocol):
         if refused is not None:
             raise refused
         length = request.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > self._limits.max_body_bytes:
+        declared = int(length) if length is not None and length.isdigit() else 0
+        if declared > self._limits.max_body_bytes:
             raise self._too_large()
+        self._drop_body()
+        if declared and not self._door.bodies.take(declared):
+            raise Overloaded(self._door.bodies.limit)
+        self._charge = declared
         self._request = request
-        self._body = []
-        self._body_size = 0
         if (version == HttpVersion11 and self._transport is not None
                 and request.headers.get("Expect", "").lower() == "100-continue"):
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -363,6 +412,11 @@ class _Connection(asyncio.Protocol):
         self._body_size += len(body)
         if self._body_size > self._limits.max_body_bytes:
             raise self._too_large()
+        if self._body_size > self._charge:  # chunked: charged as it arrives
+            more = self._body_size - self._charge
+            if not self._door.bodies.take(more):
+                raise Overloaded(self._door.bodies.limit)
+            self._charge += more
         self._body.append(body)
 
     def on_message_complete(self) -> None:
@@ -374,11 +428,29 @@ class _Connection(asyncio.Protocol):
         if self._body:
             request.body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
             self._body = []
+        request.charge, self._charge = self._charge, 0
+        self._body_size = 0
         self._enqueue(request)
 
     def _too_large(self) -> Refused:
         return Refused(413, "body_too_large",
                        f"request body exceeds {self._limits.max_body_bytes} bytes")
+
+    def _drop_body(self) -> None:
+        """Forget a partly received body and give its budget back."""
+        if self._charge:
+            self._door.bodies.give(self._charge)
+            self._charge = 0
+        self._body = []
+        self._body_size = 0
+
+    def _release_queued(self) -> None:
+        """Give back the budget of requests parsed but never answered (connection gone)."""
+        while self._queue:
+            item = self._queue.popleft()
+            if isinstance(item, Request) and item.charge:
+                self._door.bodies.give(item.charge)
+                item.charge = 0
 
     # -- answering
 
@@ -395,6 +467,7 @@ class _Connection(asyncio.Protocol):
         self._stopped_parsing = True
         self._request = None
         self._in_message = False
+        self._drop_body()
         self._enqueue(exc)
         self._set_phase()
 
@@ -413,12 +486,20 @@ class _Connection(asyncio.Protocol):
                 if isinstance(item, BaseException):
                     self._refuse(item)
                     return
-                if not await self._answer(item):
+                try:
+                    keep = await self._answer(item)
+                finally:
+                    if item.charge:
+                        self._door.bodies.give(item.charge)
+                        item.charge = 0
+                if not keep:
                     self.close()
                     return
                 self._served += 1
         finally:
             self._task = None
+            if self._closed:
+                self._release_queued()
             if not self._closed:
                 self._set_phase()
                 if self._door.closing:
@@ -508,17 +589,25 @@ class _Connection(asyncio.Protocol):
         self._door.on_refused(status)
         quiet = self._served == 0 and isinstance(exc, BadHttpMethod)
         self._log_refusal(status, error, text, exc, debug=quiet)
-        self._send_and_linger(status, error, text)
+        self._send_and_linger(status, error, text, overloaded=isinstance(exc, Overloaded))
 
-    def _send_and_linger(self, status: int, error: str, text: str) -> None:
+    def _send_and_linger(self, status: int, error: str, text: str, *,
+                         overloaded: bool = False) -> None:
         transport = self._transport
         if transport is None or self._closed or transport.is_closing():
             return
-        body = json.dumps({"error": error, "message": text}).encode()
+        payload: dict[str, object] = {"error": error, "message": text}
+        extra = b""
+        if overloaded:
+            # Nothing was captured: the client must retry (the 503 a capture answers
+            # carries queued: true and an X-Redrive-Id instead).
+            payload["queued"] = False
+            extra = b"Retry-After: %d\r\n" % self._limits.overload_retry_after
+        body = json.dumps(payload).encode()
         transport.write(
-            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n%s"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-            % (status, _REASONS.get(status, "Error").encode(), len(body), body))
+            % (status, _REASONS.get(status, "Error").encode(), extra, len(body), body))
         self._stopped_parsing = True
         if transport.can_write_eof():
             # Half-close and discard what the client still sends, so it reads this answer
@@ -601,6 +690,7 @@ class _Connection(asyncio.Protocol):
             error, text = "client_timeout", "the request body did not arrive in time"
         self._log_refusal(408, error, text, None)
         self._in_message = False
+        self._drop_body()
         self._send_and_linger(408, error, text)
 
     # -- closing

@@ -41,6 +41,10 @@ class ListenSettings:
     """Most header fields in one request (``REDRIVE_MAX_HEADERS``); more gets 431."""
     access_log: bool = False
     """Log every proxied request (``REDRIVE_ACCESS_LOG``). Off: metrics cover the happy path."""
+    buffered_body_max_bytes: int = 64 * 1_048_576
+    """Budget for request bodies held at once by all requests in progress
+    (``REDRIVE_BUFFERED_BODY_MAX_BYTES``); a request whose body would pass it gets 503
+    with ``queued: false`` and Retry-After. At least ``REDRIVE_MAX_BODY_BYTES``."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,14 @@ class Settings:
             max_header_bytes=env.integer("REDRIVE_MAX_HEADER_BYTES", 8190, minimum=256,
                                          maximum=1_048_576),
             max_headers=env.integer("REDRIVE_MAX_HEADERS", 128, minimum=8, maximum=10_000),
+            buffered_body_max_bytes=env.integer("REDRIVE_BUFFERED_BODY_MAX_BYTES",
+                                                64 * 1_048_576, minimum=0),
         )
+        if listen.buffered_body_max_bytes < listen.max_body_bytes:
+            env.problem("REDRIVE_BUFFERED_BODY_MAX_BYTES",
+                        "must be at least REDRIVE_MAX_BODY_BYTES "
+                        f"({listen.max_body_bytes}): else a request of the largest allowed "
+                        "size could never be accepted")
         upstream = UpstreamSettings(
             url=env.url("REDRIVE_UPSTREAM_URL", "http://127.0.0.1:3000"),
             connect_timeout=env.number("REDRIVE_UPSTREAM_CONNECT_TIMEOUT_SECONDS", 2.0,

@@ -88,7 +88,7 @@ CONTRACT_WORKER_ENV = frozenset({
 })
 EXTRA_COMMON_ENV = frozenset({"REDRIVE_DRAIN_TIMEOUT_SECONDS", "REDRIVE_ADMIN_HOST"})
 EXTRA_SIDECAR_ENV = frozenset({"REDRIVE_LISTEN_HOST", "REDRIVE_RETRY_AFTER_SECONDS",
-                               "REDRIVE_STATUS_TOPIC"})
+                               "REDRIVE_STATUS_TOPIC", "REDRIVE_BUFFERED_BODY_MAX_BYTES"})
 EXTRA_WORKER_ENV = frozenset({"REDRIVE_RETRY_TOPIC", "REDRIVE_QUARANTINE_DIR",
                               "REDRIVE_WORKER_BUFFER_BYTES"})
 # CONTRACT.md, "Added in the second wave".

@@ -678,6 +678,8 @@ sidecar.statusUrl (possibly empty: no status look-ups through the sidecar).
       value: {{ $s.publishTimeoutSeconds | quote }}
     - name: REDRIVE_MAX_BODY_BYTES
       value: {{ $s.maxBodyBytes | int64 | quote }}
+    - name: REDRIVE_BUFFERED_BODY_MAX_BYTES
+      value: {{ $s.bufferedBodyMaxBytes | int64 | quote }}
     - name: REDRIVE_CLIENT_READ_TIMEOUT_SECONDS
       value: {{ $s.clientReadTimeoutSeconds | quote }}
     - name: REDRIVE_UPSTREAM_CONNECT_TIMEOUT_SECONDS

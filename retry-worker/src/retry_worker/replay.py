@@ -15,6 +15,7 @@ docs/retry-worker.md); its exceptions stop here: :meth:`Replayer.send` returns a
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -38,6 +39,10 @@ REPLACED = frozenset({"host", "content-length", "expect", IDEMPOTENCY_HEADER.low
 # Methods sent without a body (and so without Content-Length) when the record has none;
 # any other method says ``Content-Length: 0`` (as aiohttp did).
 _BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+# Backslash, fragment, control characters and whitespace (``\s`` is str.isspace()).
+_NOT_IN_PATH = re.compile(r"[\\#\s\x00-\x1f\x7f]")
+# The worker has one target: its origin is parsed once, not per replay.
+_origin = functools.lru_cache(maxsize=16)(target_origin)
 # RFC 9110 §7.2 Host = uri-host [ ":" port ]: a reg-name, IPv4 or [IPv6] literal.
 _HOST = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::[0-9]{1,5})?$")
 
@@ -55,14 +60,13 @@ def replay_url(target: str, uri: str) -> URL:
     """
     if not uri.startswith("/") or uri.startswith("//"):
         raise UnsafeTarget(f"uri {uri[:80]!r} is not a path starting with a single '/'")
-    if "\\" in uri or "#" in uri or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F
-                                        for ch in uri):
+    if _NOT_IN_PATH.search(uri):
         raise UnsafeTarget(f"uri {uri[:80]!r} contains characters not allowed in a path")
     try:
         url = URL(target.rstrip("/") + uri, encoded=True)
     except ValueError as exc:
         raise UnsafeTarget(f"uri {uri[:80]!r} does not form a valid URL: {exc}") from None
-    if (url.scheme, (url.host or "").lower(), url.port) != target_origin(target):
+    if (url.scheme, (url.host or "").lower(), url.port) != _origin(target):
         raise UnsafeTarget(f"uri {uri[:80]!r} would leave the target's origin")
     return url
 

@@ -606,7 +606,7 @@ async def test_an_https_upstream_is_verified_and_spoken_to_over_tls(tmp_path: Pa
 
 async def test_requests_arriving_during_a_refused_attempt_share_its_refusal(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from sidecar import upstream
+    from redrive import http1 as upstream  # where the client lives (re-exported by sidecar)
 
     attempts = 0
     real = upstream._open_socket

@@ -76,3 +76,12 @@ def test_forwarding_headers_are_sent_as_captured() -> None:
            "x-forwarded-host": "shop.example"}
     headers = replay_headers(make_record(headers={"host": "shop.example", **fwd}), TARGET, 1)
     assert {k: headers[k] for k in fwd} == fwd
+
+
+@pytest.mark.parametrize("ch", ["\t", "\x0b", "\x1f", "\x7f", "\x85", "\xa0", "\u2028",
+                                "\u3000", "\\", "#"])
+def test_unicode_whitespace_and_control_characters_are_refused_anywhere_in_the_path(
+        ch: str) -> None:
+    with pytest.raises(UnsafeTarget):
+        replay_url(TARGET, f"/a{ch}b")
+    assert str(replay_url(TARGET, "/a%20b~!$&'()*+,;=:@")).endswith("/a%20b~!$&'()*+,;=:@")

@@ -7,23 +7,24 @@ identity: the connection goes to the target, but the ``Host`` header is the capt
 (an app that routes by Host gets the replay on the right virtual host; a missing or
 malformed one falls back to the target's), and ``X-Forwarded-For/-Proto/-Host`` are sent
 as captured (the sidecar passes a replay's forwarding headers on unchanged). Redirects
-are not followed. aiohttp's exceptions stop here: :meth:`Replayer.send` returns a
+are not followed. The requests go out on :mod:`redrive.http1` (the lean keep-alive client
+the sidecar uses too; about half aiohttp's client CPU per replay, see
+docs/retry-worker.md); its exceptions stop here: :meth:`Replayer.send` returns a
 :class:`~retry_worker.policy.Result` with either a status or an error name.
 """
 
 from __future__ import annotations
 
-import asyncio
-import io
+import functools
 import logging
 import re
 import time
 from collections.abc import Callable
 
-import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
+from redrive import http1
 from redrive.envelope import Record
 from redrive.headers import ATTEMPT_HEADER, HOP_BY_HOP, IDEMPOTENCY_HEADER, REPLAY_HEADER
 from redrive.sealing import SealError, SealKeys
@@ -34,7 +35,14 @@ log = logging.getLogger(__name__)
 
 REPLACED = frozenset({"host", "content-length", "expect", IDEMPOTENCY_HEADER.lower(),
                       REPLAY_HEADER.lower(), ATTEMPT_HEADER.lower()})
-"""Set by the replay itself (or by aiohttp from the body), never copied as is."""
+"""Set by the replay itself (or by the client from the body), never copied as is."""
+# Methods sent without a body (and so without Content-Length) when the record has none;
+# any other method says ``Content-Length: 0`` (as aiohttp did).
+_BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+# Backslash, fragment, control characters and whitespace (``\s`` is str.isspace()).
+_NOT_IN_PATH = re.compile(r"[\\#\s\x00-\x1f\x7f]")
+# The worker has one target: its origin is parsed once, not per replay.
+_origin = functools.lru_cache(maxsize=16)(target_origin)
 # RFC 9110 §7.2 Host = uri-host [ ":" port ]: a reg-name, IPv4 or [IPv6] literal.
 _HOST = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::[0-9]{1,5})?$")
 
@@ -52,14 +60,13 @@ def replay_url(target: str, uri: str) -> URL:
     """
     if not uri.startswith("/") or uri.startswith("//"):
         raise UnsafeTarget(f"uri {uri[:80]!r} is not a path starting with a single '/'")
-    if "\\" in uri or "#" in uri or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F
-                                        for ch in uri):
+    if _NOT_IN_PATH.search(uri):
         raise UnsafeTarget(f"uri {uri[:80]!r} contains characters not allowed in a path")
     try:
         url = URL(target.rstrip("/") + uri, encoded=True)
     except ValueError as exc:
         raise UnsafeTarget(f"uri {uri[:80]!r} does not form a valid URL: {exc}") from None
-    if (url.scheme, (url.host or "").lower(), url.port) != target_origin(target):
+    if (url.scheme, (url.host or "").lower(), url.port) != _origin(target):
         raise UnsafeTarget(f"uri {uri[:80]!r} would leave the target's origin")
     return url
 
@@ -89,27 +96,22 @@ def replay_headers(record: Record, target: str, attempt: int) -> CIMultiDict[str
     return out
 
 
-def new_session(target: TargetSettings, concurrency: int) -> aiohttp.ClientSession:
-    """One session for the worker's life. No cookie jar: one record's cookies must never
-    reach another's replay. No automatic headers: the replay carries the record's own."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        timeout=aiohttp.ClientTimeout(total=target.timeout_seconds,
-                                      sock_connect=target.connect_timeout_seconds),
-        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-        auto_decompress=False,
-    )
+def new_client(target: TargetSettings, concurrency: int) -> http1.UpstreamClient:
+    """One client for the worker's life: up to ``concurrency`` keep-alive connections to
+    the target. No cookies, no automatic headers: the replay carries the record's own."""
+    return http1.UpstreamClient(target.url, connect_timeout=target.connect_timeout_seconds,
+                                timeout=target.timeout_seconds, max_idle=concurrency)
 
 
 class Replayer:
-    """Sends replays over one ``ClientSession``; :meth:`send` never raises for I/O."""
+    """Sends replays over one :class:`~redrive.http1.UpstreamClient`; :meth:`send` never
+    raises for I/O."""
 
-    def __init__(self, session: aiohttp.ClientSession, target: str,
+    def __init__(self, client: http1.UpstreamClient, target: str,
                  clock: Callable[[], float] = time.time,
                  timer: Callable[[], float] = time.perf_counter,
                  sealing: SealKeys | None = None) -> None:
-        self._session = session
+        self._client = client
         self._sealing = sealing
         self._target = target
         self._clock = clock
@@ -120,7 +122,7 @@ class Replayer:
         return replay_url(self._target, record.uri)
 
     async def send(self, record: Record, attempt: int) -> Result:
-        url = self.url(record)
+        self.url(record)  # refuses a uri that would leave the target's origin
         headers = replay_headers(record, self._target, attempt)
         headers.update(self._unsealed(record))
         started_at, start = self._clock(), self._timer()
@@ -131,25 +133,26 @@ class Replayer:
                           status=status, error=error,
                           retry_after_seconds=parse_retry_after(retry_after, self._clock()))
 
+        body = record.body or (None if record.method in _BODYLESS else b"")
         try:
-            async with self._session.request(record.method, url, headers=headers,
-                                             data=_payload(record.body),
-                                             allow_redirects=False) as resp:
+            resp = await self._client.request(record.method, record.uri, headers.items(), body)
+            try:
                 await resp.read()
-                return result(resp.status, retry_after=resp.headers.get("Retry-After"))
-        except TimeoutError:
+            finally:
+                resp.release()
+            return result(resp.status, retry_after=resp.header("Retry-After"))
+        except (http1.ConnectTimeout, http1.ReadTimeout):
             return result(error="timeout")
-        except aiohttp.ClientConnectorError:
+        except http1.ConnectError:
             return result(error="connect_error")
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError,
-                aiohttp.ClientPayloadError):
+        except http1.ConnectionReset:
             return result(error="connection_error")
-        except aiohttp.ClientResponseError as exc:
-            # A response aiohttp could not parse: the service answered, but not in HTTP.
-            return result(error=f"bad_response_{exc.status}" if exc.status else "bad_response")
-        except aiohttp.ClientError:
+        except http1.ProtocolError:
+            # A response that is not valid HTTP/1.1: the service answered, but not in HTTP.
+            return result(error="bad_response")
+        except (http1.UpstreamError, ValueError):
+            # ValueError: a method or header the record holds that cannot be sent.
             return result(error="client_error")
-
 
     def _unsealed(self, record: Record) -> dict[str, str]:
         """The record's sealed credential headers, decrypted just for this request; only
@@ -164,17 +167,3 @@ class Replayer:
             return {}
         allowed = set(record.redacted_headers) - HOP_BY_HOP - REPLACED
         return {k: v for k, v in opened.items() if k.lower() in allowed}
-
-
-async def close_session(session: aiohttp.ClientSession) -> None:
-    await session.close()
-    # Let the connector's transports close before the loop goes (aiohttp's advice).
-    await asyncio.sleep(0)
-
-
-def _payload(body: bytes) -> bytes | io.BytesIO | None:
-    """Large bodies (chunked records can hold megabytes) as a stream, as aiohttp asks
-    for bodies over 1 MiB; small ones as bytes."""
-    if not body:
-        return None
-    return io.BytesIO(body) if len(body) > 1_048_576 else body

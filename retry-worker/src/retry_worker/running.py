@@ -26,7 +26,7 @@ from redrive.retrytopics import tier_topic
 from retry_worker.consumer import Engine
 from retry_worker.metrics import Metrics
 from retry_worker.policy import RetryPolicy
-from retry_worker.replay import Replayer, close_session, new_session
+from retry_worker.replay import Replayer, new_client
 from retry_worker.settings import Settings
 from retry_worker.status_service import open_status
 
@@ -58,9 +58,9 @@ async def _run(settings: Settings, registry: CollectorRegistry, metrics: Metrics
     async with contextlib.AsyncExitStack() as stack:
         publisher = Publisher(settings.kafka, client_id=f"redrive-retry-worker-{settings.pod.pod}",
                               max_record_bytes=settings.records.max_record_bytes)
-        session = new_session(settings.target, settings.limits.replay_concurrency)
-        stack.push_async_callback(close_session, session)
-        replayer = Replayer(session, settings.target.url, sealing=settings.security.seal_keys)
+        client = new_client(settings.target, settings.limits.replay_concurrency)
+        stack.push_async_callback(client.close)
+        replayer = Replayer(client, settings.target.url, sealing=settings.security.seal_keys)
         engine = Engine(settings, publisher, replayer, metrics)
         admin = AdminServer(build_admin_app(registry, engine.readiness),
                             settings.admin.host, settings.admin.port)

@@ -76,3 +76,46 @@ async def test_cancelled_or_released_tasks_are_not_deaths() -> None:
     finally:
         remove()
     assert deaths == []
+
+
+async def test_a_publisher_whose_connect_loop_dies_is_reported_not_left_running() -> None:
+    # aiokafka raises RuntimeError from its constructor when the configured compression
+    # library is missing: not a connection problem to retry, a dead connect loop.
+    from redrive.kafka import Publisher
+    from redrive.settings import KafkaSettings
+
+    def broken_factory(**_options: object) -> object:
+        raise RuntimeError("Compression library for zstd not found")
+
+    deaths: list[tuple[str, BaseException | None]] = []
+    remove = runtime.on_task_death(lambda name, exc: deaths.append((name, exc)))
+    publisher = Publisher(KafkaSettings(), client_id="t",
+                          producer_factory=broken_factory)  # type: ignore[arg-type]
+    try:
+        await publisher.start()
+        for _ in range(100):
+            if deaths:
+                break
+            await asyncio.sleep(0.01)
+        assert [name for name, _ in deaths] == ["kafka-connect"]
+        assert isinstance(deaths[0][1], RuntimeError)
+    finally:
+        remove()
+        await publisher.stop(timeout=1)
+
+
+async def test_a_publisher_stopped_on_purpose_reports_no_death() -> None:
+    from redrive.kafka import Publisher
+    from redrive.settings import KafkaSettings
+
+    deaths: list[str] = []
+    remove = runtime.on_task_death(lambda name, _exc: deaths.append(name))
+    publisher = Publisher(KafkaSettings(bootstrap_servers=("127.0.0.1:1",)), client_id="t")
+    try:
+        await publisher.start()
+        await asyncio.sleep(0.05)
+        await publisher.stop(timeout=1)
+        await asyncio.sleep(0.05)
+        assert deaths == []
+    finally:
+        remove()

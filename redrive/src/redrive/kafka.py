@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 from aiokafka.errors import KafkaError
 
-from redrive import chunks
+from redrive import chunks, runtime
 from redrive.chunks import DEFAULT_MAX_RECORD_BYTES, split
 from redrive.errors import PublishError
 from redrive.settings import KafkaSettings, kafka_ssl_context
@@ -296,7 +296,10 @@ class Publisher:
     async def start(self) -> None:
         """Begin connecting in the background. Safe to call twice."""
         if self._connector is None and not self._closed:
-            self._connector = asyncio.create_task(self._connect_loop(), name="kafka-connect")
+            # Supervised: a connect loop that dies (say, a compression library missing)
+            # must stop the process, not leave it serving without Kafka.
+            self._connector = runtime.supervise(
+                asyncio.create_task(self._connect_loop(), name="kafka-connect"))
 
     async def wait_connected(self, timeout: float) -> bool:
         """True once connected; False if ``timeout`` seconds pass first."""
@@ -369,8 +372,8 @@ class Publisher:
         lane = self._lanes.get(topic)
         if lane is None:
             lane = self._lanes[topic] = _Lane()
-            lane.task = asyncio.create_task(self._send_loop(producer, topic, lane),
-                                            name=f"kafka-send-{topic}")
+            lane.task = runtime.supervise(asyncio.create_task(
+                self._send_loop(producer, topic, lane), name=f"kafka-send-{topic}"))
         return lane
 
     async def publish_many(self, topic: str, records: Sequence[tuple[bytes, bytes, Headers]],
@@ -531,8 +534,10 @@ class Publisher:
         self._closed = True
         self._reachable = False
         if self._connector is not None:
+            runtime.release(self._connector)
             self._connector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # A loop that died was logged and reported by the supervisor already.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._connector
             self._connector = None
         producer, self._producer = self._producer, None
@@ -544,6 +549,8 @@ class Publisher:
             async with asyncio.timeout(timeout):
                 # Hand over what is still queued, then wait for every acknowledgement.
                 for lane in lanes:
+                    if lane.task is not None:
+                        runtime.release(lane.task)
                     lane.closing = True
                     lane.wakeup.set()
                 await asyncio.gather(*(lane.task for lane in lanes if lane.task))

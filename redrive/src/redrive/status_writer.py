@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from redrive import runtime
 from redrive.envelope import new_id
 from redrive.errors import PublishError
 from redrive.signing import SigningKeys, with_signature
@@ -58,7 +59,6 @@ class StatusWriter:
         self._task: asyncio.Task[None] | None = None
         self._on_result = on_result
         self._closing = False
-        self._in_flight = False
 
     @property
     def pending(self) -> int:
@@ -77,40 +77,26 @@ class StatusWriter:
     async def start(self) -> None:
         """Start the sender task. Safe to call twice."""
         if self._task is None:
-            self._task = asyncio.create_task(self._send_loop(), name=f"status-{self.topic}")
+            self._task = runtime.supervise(
+                asyncio.create_task(self._send_loop(), name=f"status-{self.topic}"))
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Send what is queued (bounded by ``timeout``), then stop. Safe to call twice."""
-        self._closing = True
-        task, self._task = self._task, None
-        if task is None:
-            return
-        deadline = asyncio.get_running_loop().time() + timeout
-        while (self._pending or self._in_flight) and \
-                asyncio.get_running_loop().time() < deadline:
-            self._wakeup.set()
-            await asyncio.sleep(0.02)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _finish(self, timeout)
         if self._pending:
             log.warning("status records not written at shutdown",
                         extra={"records": len(self._pending), "topic": self.topic})
 
     async def _send_loop(self) -> None:
         delay = 0.2
-        while True:
+        while not (self._closing and not self._pending):
             await self._wakeup.wait()
             self._wakeup.clear()
             batch = list(self._pending)
             self._pending.clear()
             if not batch:
                 continue
-            self._in_flight = True
-            try:
-                failed = await self._send(batch)
-            finally:
-                self._in_flight = False
+            failed = await self._send(batch)
             self._on_result("written", len(batch) - len(failed))
             if not failed:
                 delay = 0.2
@@ -216,19 +202,11 @@ class QueuedBatcher:
 
     async def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._send_loop(), name=f"status-{self.topic}")
+            self._task = runtime.supervise(
+                asyncio.create_task(self._send_loop(), name=f"status-{self.topic}"))
 
     async def stop(self, timeout: float = 5.0) -> None:
-        self._closing = True
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._wakeup.set()
-        # The sender returns once nothing is left; past the timeout it is cancelled.
-        await asyncio.wait({task}, timeout=timeout)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _finish(self, timeout)
 
     async def _send_loop(self) -> None:
         delay = 0.5
@@ -305,3 +283,24 @@ class QueuedBatcher:
                 if f.cancelled() or f.exception() is not None:
                     failed.extend(chunk)
         return failed
+
+
+class _Sender(Protocol):
+    _closing: bool
+    _task: asyncio.Task[None] | None
+    _wakeup: asyncio.Event
+
+
+async def _finish(sender: _Sender, timeout: float) -> None:
+    """Stop a writer's supervised send loop: it returns once nothing is left to send;
+    past ``timeout`` it is cancelled. Safe to call twice."""
+    sender._closing = True
+    task, sender._task = sender._task, None
+    if task is None:
+        return
+    runtime.release(task)
+    sender._wakeup.set()
+    await asyncio.wait({task}, timeout=timeout)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

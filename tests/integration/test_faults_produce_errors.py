@@ -68,6 +68,16 @@ async def spool(tmp_path: Path) -> AsyncIterator[Spool]:
     await s.close()
 
 
+
+async def drain_all(spool: Spool, pub: Publisher, metrics: SidecarMetrics, topic: str) -> int:
+    """Drain windows until the spool is empty (at most ten); the records handled."""
+    handled = 0
+    for _ in range(10):
+        handled += await drain_spool(spool, pub, metrics, topic=topic)
+        if not spool.records:
+            break
+    return handled
+
 async def test_records_kafka_refuses_for_good_are_quarantined_and_the_rest_drain_in_order(
         broker: Broker, spool: Spool, tmp_path: Path) -> None:
     topic = unique_topic("poison")
@@ -80,12 +90,8 @@ async def test_records_kafka_refuses_for_good_are_quarantined_and_the_rest_drain
     await pub.start()
     try:
         assert await pub.wait_connected(10)
-        handled = 0
-        for _ in range(10):
-            handled += await drain_spool(spool, pub, metrics, topic=topic)
-            if not spool.records:
-                break
-        assert (handled, spool.records) == (N, 0)
+        assert await drain_all(spool, pub, metrics, topic) == N
+        assert spool.records == 0
     finally:
         await pub.stop()
 
@@ -136,12 +142,8 @@ async def test_transient_refusals_keep_every_record_spooled_until_kafka_takes_th
             assert spool.records == N
         assert producer.refused_batches >= 3
         producer.refuse_all = None  # the cluster recovers
-        handled = 0
-        for _ in range(10):
-            handled += await drain_spool(spool, pub, metrics, topic=topic)
-            if not spool.records:
-                break
-        assert (handled, spool.records) == (N, 0)
+        assert await drain_all(spool, pub, metrics, topic) == N
+        assert spool.records == 0
     finally:
         await pub.stop()
     assert list(quarantine.read(quarantine_dir(spool))) == []

@@ -143,3 +143,64 @@ async def test_while_the_sender_is_stuck_abandoned_records_are_dropped(
     release.set()
     assert (await first).topic == topic
     await pub.stop()
+
+
+async def test_a_spread_topic_fills_one_partition_per_send_and_rotates(
+        broker: Broker, topic: str) -> None:
+    """Capture topics (unique keys, never compacted): what one event-loop turn publishes
+    is one batch in one partition, not a small batch per partition; later sends take the
+    next partitions, so every partition gets its share."""
+    pub = Publisher(KafkaSettings(bootstrap_servers=(broker.bootstrap,)), client_id="t",
+                    spread_topics={topic})
+    await pub.start()
+    assert await pub.wait_connected(10)
+    rounds = []
+    for r in range(8):
+        rounds.append(await asyncio.gather(*(
+            pub.publish(topic, f"{r}-{i}".encode(), f"v{r}-{i}".encode(), [], 10)
+            for i in range(50))))
+    await pub.stop()
+    for deliveries in rounds:
+        assert len({d.partition for d in deliveries}) == 1
+        offsets = sorted(d.offset for d in deliveries)
+        assert offsets == list(range(offsets[0], offsets[0] + 50))  # one batch, in order
+    used = {deliveries[0].partition for deliveries in rounds}
+    stored = await read_with_offsets(broker.bootstrap, topic, expect=400)
+    assert len(used) == len({p for p, _ in stored}) > 1
+    for r, deliveries in enumerate(rounds):
+        for i, d in enumerate(deliveries):
+            assert stored[(d.partition, d.offset)] == f"v{r}-{i}".encode()
+
+
+async def test_on_a_spread_topic_the_chunks_of_a_record_keep_their_keys_partition(
+        broker: Broker, topic: str) -> None:
+    from redrive.chunks import CHUNK_HEADER
+    from redrive.kafka import key_partitioner
+
+    pub = Publisher(KafkaSettings(bootstrap_servers=(broker.bootstrap,)), client_id="t",
+                    max_record_bytes=4096, spread_topics={topic})
+    await pub.start()
+    assert await pub.wait_connected(10)
+    small = [pub.publish(topic, f"s{i}".encode(), b"s", [], 10) for i in range(20)]
+    big = pub.publish(topic, b"the-big-one", bytes(range(256)) * 100, [], 10)
+    await asyncio.gather(*small, big)
+    await pub.stop()
+    records = await read_topic(broker.bootstrap, topic, expect=20 + 7)
+    chunks = [(k, v, h) for k, v, h in records if k == b"the-big-one"]
+    assert len(chunks) >= 7
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = sorted(consumer.partitions_for_topic(topic) or ())
+        seen: list[tuple[int, int, bytes]] = []
+        async with asyncio.timeout(20):
+            while len(seen) < len(chunks):
+                for tp, msgs in (await consumer.getmany(timeout_ms=200)).items():
+                    seen += [(tp.partition, m.offset, dict(m.headers)[CHUNK_HEADER])
+                             for m in msgs if m.key == b"the-big-one"]
+    finally:
+        await consumer.stop()
+    assert {p for p, _, _ in seen} == {key_partitioner(b"the-big-one", partitions, partitions)}
+    in_order = [h for _, _, h in sorted(seen)]
+    assert in_order == [f"{i}/{len(chunks)}".encode() for i in range(len(chunks))]

@@ -16,7 +16,7 @@ import logging
 import random
 import ssl
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,6 +171,8 @@ class _Outgoing:
     future: asyncio.Future[Delivery]
     alone: bool = False
     """In a batch of its own: isolates a record when Kafka refused a whole batch."""
+    keyed: bool = False
+    """Its key picks the partition even on a spread topic: the chunks of one record."""
 
 
 _COMPACT_MIN = 1024
@@ -185,6 +187,9 @@ class _Lane:
         self.wakeup = asyncio.Event()
         self.closing = False
         self.task: asyncio.Task[None] | None = None
+        self.spread = False
+        """Fill one partition's batch at a time (see :class:`Publisher`)."""
+        self.next_partition = 0
 
 
 def _settle(records: list[_Outgoing], topic: str, partition: int,
@@ -265,10 +270,19 @@ class Publisher:
     (at once after a failed or late publish) and :attr:`connected` follows its answer, so
     an outage after start is seen within ``probe_interval + probe_timeout`` seconds.
     :meth:`publish` waits at most ``timeout`` seconds for the acknowledgement.
+
+    Partitions: a record's key (CRC-32) picks its partition, except on ``spread_topics``:
+    topics whose keys are unique (capture ids) and never compacted, where any partition
+    will do. There the sender fills one partition's batch with whatever is waiting and
+    takes the next partition for the next batch (Kafka's sticky partitioner, KIP-480), so
+    a send cycle of a few dozen captures is one batch, not one small batch per partition:
+    each batch costs a compression context, a CRC and aiokafka's bookkeeping. The chunks
+    of one large record still share the partition of their key, in order.
     """
 
     def __init__(self, kafka: KafkaSettings, *, client_id: str,
                  max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+                 spread_topics: Collection[str] = (),
                  reconnect_initial: float = 0.2, reconnect_max: float = 5.0,
                  probe_interval: float = 2.0, probe_timeout: float = 2.0,
                  producer_factory: Callable[..., AIOKafkaProducer] = AIOKafkaProducer) -> None:
@@ -286,6 +300,7 @@ class Publisher:
         self._reconnect = (reconnect_initial, reconnect_max)
         self.last_error: str = "not connected yet"
         self._lanes: dict[str, _Lane] = {}
+        self._spread = frozenset(spread_topics)
         self._deadlines = _Deadlines()
 
     @property
@@ -372,6 +387,7 @@ class Publisher:
         lane = self._lanes.get(topic)
         if lane is None:
             lane = self._lanes[topic] = _Lane()
+            lane.spread = topic in self._spread
             lane.task = runtime.supervise(asyncio.create_task(
                 self._send_loop(producer, topic, lane), name=f"kafka-send-{topic}"))
         return lane
@@ -404,7 +420,8 @@ class Publisher:
                 groups.append(PublishError(str(exc), retriable=False, reason="too_large"))
                 continue
             futures_of: list[asyncio.Future[Delivery]] = [loop.create_future() for _ in parts]
-            lane.records.extend(_Outgoing(k, v, h, f, alone)
+            keyed = len(parts) > 1
+            lane.records.extend(_Outgoing(k, v, h, f, alone, keyed)
                                 for (k, v, h), f in zip(parts, futures_of, strict=True))
             groups.append(futures_of)
         lane.wakeup.set()
@@ -491,24 +508,38 @@ class Publisher:
             # sending it now would only make a duplicate.
             records = [r for r in records if not r.future.done()]
             if records:
-                await self._send(producer, topic, records)
+                last = await self._send(producer, topic, records)
+                if lane.spread and last is not None:
+                    # The next batch goes to the next partition, so it would not wait
+                    # behind this one in aiokafka's queue: wait for the acknowledgement
+                    # here instead, and whatever is published meanwhile travels together.
+                    await asyncio.wait([last])
             elif lane.closing:
                 return
 
     async def _send(self, producer: AIOKafkaProducer, topic: str,
-                    records: list[_Outgoing]) -> None:
+                    records: list[_Outgoing]) -> asyncio.Future[Any] | None:
         """Hand ``records`` to aiokafka as batches; each record's future is resolved by its
-        batch's acknowledgement (or failure)."""
+        batch's acknowledgement (or failure). Returns the last batch's acknowledgement."""
         submitted: set[int] = set()
+        acked: asyncio.Future[Any] | None = None
         try:
             partitions = sorted(await producer.partitions_for(topic))
-            by_partition: dict[int, list[_Outgoing]] = {}
+            by_partition: dict[int | None, list[_Outgoing]] = {}
+            spread = self._lanes.get(topic) if topic in self._spread else None
             for record in records:
-                part = key_partitioner(record.key, partitions, partitions)
+                part = None if spread is not None and not record.keyed else \
+                    key_partitioner(record.key, partitions, partitions)
                 by_partition.setdefault(part, []).append(record)
-            for part, queued in by_partition.items():
+            for fixed, queued in by_partition.items():
                 start = 0
                 while start < len(queued):
+                    if fixed is None:
+                        assert spread is not None
+                        part = partitions[spread.next_partition % len(partitions)]
+                        spread.next_partition += 1
+                    else:
+                        part = fixed
                     batch = producer.create_batch()
                     end = start
                     # The first record always fits (a batch grows to hold one large record).
@@ -528,6 +559,7 @@ class Publisher:
             for record in records:
                 if id(record) not in submitted and not record.future.done():
                     record.future.set_exception(error)
+        return acked
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Flush what is buffered (bounded by ``timeout``) and close. Safe to call twice."""

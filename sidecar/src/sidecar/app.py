@@ -163,8 +163,10 @@ class Sidecar:
         client = UpstreamClient(s.upstream.url, connect_timeout=s.upstream.connect_timeout,
                                 timeout=s.upstream.timeout, idle_timeout=30.0)
         # Captures larger than a Kafka record travel in chunks (redrive.chunks).
+        # Capture ids are unique and the topic is never compacted: any partition will do.
         publisher = Publisher(s.kafka, client_id=f"redrive-sidecar-{s.identity.pod}",
-                              max_record_bytes=s.records.max_record_bytes)
+                              max_record_bytes=s.records.max_record_bytes,
+                              spread_topics={s.kafka.topic})
         await publisher.start()
         stack.push_async_callback(self._close_resources, client, publisher)
         capturer = Capturer(s, publisher, state.metrics, spool=state.spool,

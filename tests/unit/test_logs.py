@@ -71,3 +71,41 @@ def test_timestamps_stay_correct_across_seconds() -> None:
     assert logs._timestamp(0.25) == "1970-01-01T00:00:00.250Z"
     assert logs._timestamp(1.5) == "1970-01-01T00:00:01.500Z"
     assert logs._timestamp(0.999) == "1970-01-01T00:00:00.999Z"
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_a_fast_event_line_is_the_line_a_log_call_writes(fmt: str) -> None:
+    """``logs.event`` skips the LogRecord, not a field: the same line as ``log.log``."""
+    buf = io.StringIO()
+    logs.configure("info", fmt, buf)
+    try:
+        log = logging.getLogger("redrive.test")
+        fields = {"capture_id": "c1", "status": None, "body_bytes": 12, "path": "/é"}
+        with logs.bind(request_id="r1", capture_id="bound-loses"):
+            log.warning("request captured", extra=dict(fields))
+            logs.event(log, logging.WARNING, "request captured", fields)
+        logs.flush()
+        slow, fast = buf.getvalue().splitlines()
+    finally:
+        logs.configure("info", "json")
+    # Text: the same words; the order of a log call's extra fields is not defined.
+    strip = (lambda line: {k: v for k, v in json.loads(line).items() if k != "ts"}) \
+        if fmt == "json" else (lambda line: sorted(line.split(" ")[1:]))
+    assert strip(fast) == strip(slow)
+    assert "capture_id" in fast and "bound-loses" not in fast and "r1" in fast
+
+
+def test_a_fast_event_goes_through_the_handlers_when_another_is_installed() -> None:
+    logs.configure("info", "json", io.StringIO())
+    seen: list[logging.LogRecord] = []
+    extra = logging.Handler()
+    extra.emit = seen.append  # type: ignore[method-assign]
+    logging.getLogger().addHandler(extra)
+    try:
+        logs.event(logging.getLogger("redrive.test"), logging.INFO, "request captured",
+                   {"capture_id": "c9"})
+    finally:
+        logging.getLogger().removeHandler(extra)
+        logs.configure("info", "json")
+    [record] = [r for r in seen if r.getMessage() == "request captured"]
+    assert record.capture_id == "c9"  # type: ignore[attr-defined]

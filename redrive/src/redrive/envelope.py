@@ -86,9 +86,15 @@ class Source:
     namespace: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
-    """One captured request (record version 1)."""
+    """One captured request (record version 1).
+
+    A value: code never changes a record's fields, it makes a new one (:meth:`with_attempt`,
+    :func:`dataclasses.replace`). Not declared frozen because a frozen dataclass's
+    ``__init__`` sets each of these twenty fields through ``object.__setattr__``: five
+    times the cost, paid once per capture on the event loop.
+    """
 
     id: str
     timestamp: float

@@ -62,6 +62,22 @@ def _timestamp(created: float) -> str:
     return f"{_second_cache[1]}.{int(created % 1 * 1000):03d}Z"
 
 
+class Event:
+    """One line logged through :func:`event`: what a LogRecord would carry for it, and
+    nothing else."""
+
+    __slots__ = ("bound", "created", "fields", "level", "logger", "message")
+
+    def __init__(self, created: float, level: int, logger: str, message: str,
+                 fields: Mapping[str, Any], bound: Mapping[str, Any]) -> None:
+        self.created = created
+        self.level = level
+        self.logger = logger
+        self.message = message
+        self.fields = fields
+        self.bound = bound
+
+
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "message", ...fields}``, one object per line."""
 
@@ -77,6 +93,17 @@ class JsonFormatter(logging.Formatter):
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str, ensure_ascii=False)
 
+    def format_event(self, event: Event) -> str:
+        out: dict[str, Any] = {
+            "ts": _timestamp(event.created),
+            "level": logging.getLevelName(event.level).lower(),
+            "logger": event.logger,
+            "message": event.message,
+        }
+        out.update(event.bound)
+        out.update(event.fields)
+        return json.dumps(out, default=str, ensure_ascii=False)
+
 
 class TextFormatter(logging.Formatter):
     """``ts level logger: message key=value ...`` for people reading a terminal."""
@@ -90,6 +117,12 @@ class TextFormatter(logging.Formatter):
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+    def format_event(self, event: Event) -> str:
+        fields = " ".join(f"{k}={v}" for k, v in {**event.bound, **event.fields}.items())
+        line = (f"{_timestamp(event.created)} {logging.getLevelName(event.level).lower():<7} "
+                f"{event.logger}: {event.message}")
+        return line + " " + fields if fields else line
 
 
 class _QueueHandler(logging.handlers.QueueHandler):
@@ -135,7 +168,7 @@ class _Writer:
         q = self.queue
         while True:
             batch = [q.get()]
-            if isinstance(batch[0], logging.LogRecord):
+            if isinstance(batch[0], logging.LogRecord | Event):
                 time.sleep(self._linger)
             while True:
                 try:
@@ -146,7 +179,9 @@ class _Writer:
             flushes: list[_Flush] = []
             stop = False
             for item in batch:
-                if isinstance(item, logging.LogRecord):
+                if isinstance(item, Event):
+                    lines.append(self._format_event(item))
+                elif isinstance(item, logging.LogRecord):
                     lines.append(self._format(item))
                 elif isinstance(item, _Flush):
                     flushes.append(item)
@@ -171,6 +206,14 @@ class _Writer:
                                "message": "log record could not be formatted",
                                "error": repr(exc), "logger_name": record.name})
 
+    def _format_event(self, event: Event) -> str:
+        try:
+            return self._formatter.format_event(event)  # type: ignore[attr-defined,no-any-return]
+        except Exception as exc:
+            return json.dumps({"level": "error", "logger": "redrive.logs",
+                               "message": "log record could not be formatted",
+                               "error": repr(exc), "logger_name": event.logger})
+
     def flush(self, timeout: float = 5.0) -> None:
         marker = _Flush()
         self.queue.put(marker)
@@ -182,12 +225,13 @@ class _Writer:
 
 
 _writer: _Writer | None = None
+_handler: _QueueHandler | None = None
 
 
 def configure(level: str = "info", fmt: str = "json", stream: IO[str] | None = None) -> None:
     """Install the queue handler on the root logger and start the thread that writes to
     ``stream`` (stdout). Safe to call more than once."""
-    global _writer  # noqa: PLW0603 - one writer per process
+    global _writer, _handler  # noqa: PLW0603 - one writer per process
     shutdown()
     # Fields our formatters never write: not worth computing for every record.
     logging.logThreads = False
@@ -198,7 +242,8 @@ def configure(level: str = "info", fmt: str = "json", stream: IO[str] | None = N
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(_QueueHandler(_writer.queue))
+    _handler = _QueueHandler(_writer.queue)
+    root.addHandler(_handler)
     root.setLevel(level.upper())
     # aiokafka logs every failed reconnect at ERROR with a traceback; our own code reports
     # Kafka health once per state change, so keep the library to real warnings.
@@ -221,6 +266,25 @@ def flush() -> None:
 
 
 atexit.register(shutdown)
+
+
+def event(logger: logging.Logger, level: int, message: str, fields: Mapping[str, Any]) -> None:
+    """Log one line with ``fields``, as ``logger.log(level, message, extra=fields)`` would
+    write it, for lines logged once per request on the event loop (a capture).
+
+    When logging is configured by :func:`configure` alone (its handler the root's only
+    one, the logger adding none of its own), the line goes straight to the writer thread:
+    no LogRecord, no search for the caller's frame, no handler chain, which is most of
+    what a log call costs the loop. Otherwise (tests capturing logs, another handler
+    added) it is an ordinary log call. The caller checks ``logger.isEnabledFor(level)``.
+    """
+    writer = _writer
+    if writer is not None and logger.propagate and not logger.handlers \
+            and logging.root.handlers == [_handler] and not logger.filters:
+        writer.queue.put(Event(time.time(), level, logger.name, message, fields,
+                               _CONTEXT.get()))
+    else:
+        logger.log(level, message, extra=dict(fields))
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from redrive import envelope, signing
+from redrive import envelope, logs, signing
 from redrive.envelope import Failure, Record
 from redrive.errors import PublishError
 from redrive.kafka import Delivery
@@ -81,6 +81,7 @@ class Capturer:
         self._results = {r: metrics.captures.labels(result=r)
                          for r in ("published", "spooled", "lost")}
         self.on_queued: Callable[[Record], None] = _ignore
+        self._source = envelope.Source(settings.identity.pod, settings.identity.namespace)
 
     def build(self, req: RequestInfo, failure: Failure) -> Record:
         kept, redacted = envelope.redact(req.headers, self._redact)
@@ -103,8 +104,7 @@ class Capturer:
             error_reason=failures.reason(failure),
             error=failure,
             idempotency_key=req.idempotency_key,
-            source=envelope.Source(self._settings.identity.pod,
-                                   self._settings.identity.namespace),
+            source=self._source,
             redacted_headers=redacted,
             sealed_headers=sealed,
         )
@@ -114,7 +114,8 @@ class Capturer:
         record = self.build(req, failure)
         value = envelope.encode(record)
         key = record.id.encode()
-        headers = signing.with_signature(list(envelope.KAFKA_HEADERS), value, self._signing)
+        headers = envelope.KAFKA_HEADERS if self._signing is None else \
+            signing.with_signature(list(envelope.KAFKA_HEADERS), value, self._signing)
         started = time.perf_counter()
         result = await self._park(key, value, headers)
         self._results[result].inc()
@@ -122,7 +123,7 @@ class Capturer:
             self.on_queued(record)  # the `queued` status: queued for Kafka, never awaited
         level = logging.WARNING if result == "lost" else logging.INFO
         if log.isEnabledFor(level):
-            log.log(level, "request captured", extra={
+            logs.event(log, level, "request captured", {
                 "capture_id": record.id, "kind": failure.kind, "status": failure.status,
                 "method": record.method, "path": record.path, "body_bytes": len(record.body),
                 "result": result, "duration_seconds": round(time.perf_counter() - started, 6)})

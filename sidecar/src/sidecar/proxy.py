@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from json.encoder import encode_basestring_ascii as _json_text  # as json.dumps writes a str
 
 from redrive.envelope import SAFE_METHODS, Failure, merge_headers, new_id
 from redrive.headers import HOP_BY_HOP, IDEMPOTENCY_HEADER, REDRIVE_ID_HEADER, REPLAY_HEADER
@@ -31,6 +32,12 @@ from sidecar.upstream import Response as UpstreamResponse
 from sidecar.upstream import UpstreamClient
 
 log = logging.getLogger(__name__)
+
+_JSON_TYPE = ("Content-Type", "application/json")
+_QUEUED_MESSAGE = _json_text("The service is temporarily unavailable. Your request was saved "
+                             "and will be retried automatically.")
+_NOT_QUEUED_MESSAGE = _json_text("The service is temporarily unavailable and your request "
+                                 "could not be saved. Please retry later.")
 
 # Recomputed by the upstream client from the buffered body, or rewritten by us.
 _FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
@@ -257,25 +264,26 @@ class Proxy:
         return self._answer(captured, retry_after)
 
     def _answer(self, captured: Captured, retry_after: str) -> Response:
-        rid = captured.record_id
-        status_url = status_path(rid)
+        # Written from templates (byte for byte what json.dumps writes for these objects,
+        # see tests/unit/test_proxy_answers.py): this is the answer of every capture.
+        rid = _json_text(captured.record_id)
+        status_url = _json_text(status_path(captured.record_id))
+        headers = [_JSON_TYPE, ("Retry-After", retry_after),
+                   (REDRIVE_ID_HEADER, captured.record_id)]
         if captured.queued:
             self._outcome["queued"].inc()
             if self._accept_mode:
-                return json_response(202, {"status": "queued", "id": rid,
-                                           "status_url": status_url},
-                                     [(REDRIVE_ID_HEADER, rid), ("Location", status_url),
-                                      ("Retry-After", retry_after)])
-            message = ("The service is temporarily unavailable. Your request was saved "
-                       "and will be retried automatically.")
+                headers.append(("Location", status_path(captured.record_id)))
+                return Response(202, headers, (
+                    f'{{"status": "queued", "id": {rid}, "status_url": {status_url}}}'
+                ).encode())
+            message, queued = _QUEUED_MESSAGE, "true"
         else:
             self._outcome["not_queued"].inc()
-            message = ("The service is temporarily unavailable and your request could not "
-                       "be saved. Please retry later.")
-        return json_response(503, {"error": "service_unavailable", "message": message,
-                                   "id": rid, "queued": captured.queued,
-                                   "status_url": status_url},
-                             [("Retry-After", retry_after), (REDRIVE_ID_HEADER, rid)])
+            message, queued = _NOT_QUEUED_MESSAGE, "false"
+        return Response(503, headers, (
+            f'{{"error": "service_unavailable", "message": {message}, "id": {rid}, '
+            f'"queued": {queued}, "status_url": {status_url}}}').encode())
 
     def _not_captured(self, failure: Failure, replay: bool) -> Response:
         # No answer from the app to pass on: say what failed, and that nothing was saved.

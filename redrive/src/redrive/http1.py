@@ -27,6 +27,7 @@ import socket
 import ssl
 import time
 from collections.abc import Iterable
+from typing import cast
 
 import httptools
 from yarl import URL
@@ -378,7 +379,8 @@ class _Connection(asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport (uvloop's is one without subclassing asyncio.Transport).
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
 
     def start(self, data: bytes, body: bytes | None, head: bool, deadline: float,

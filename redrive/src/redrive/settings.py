@@ -8,6 +8,7 @@ The settings groups shared by every component live here; each service adds its o
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import socket
@@ -26,6 +27,7 @@ T = TypeVar("T")
 PREFIX = "REDRIVE_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("json", "text")
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 DEFAULT_REDACT_HEADERS = "authorization,proxy-authorization,cookie,x-api-key"
 
 
@@ -395,6 +397,21 @@ class LogSettings:
             level=env.string("REDRIVE_LOG_LEVEL", "info", choices=LOG_LEVELS),
             format=env.string("REDRIVE_LOG_FORMAT", "json", choices=LOG_FORMATS),
         )
+
+
+@dataclass(frozen=True)
+class ProcessSettings:
+    event_loop: str = "auto"
+    """``REDRIVE_EVENT_LOOP``: ``uvloop`` (libuv; the images ship it), ``asyncio`` (the
+    standard library's loop) or ``auto`` (uvloop when it is installed)."""
+
+    @classmethod
+    def from_env(cls, env: Env) -> ProcessSettings:
+        loop = env.string("REDRIVE_EVENT_LOOP", "auto", choices=EVENT_LOOPS)
+        if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+            env.problem("REDRIVE_EVENT_LOOP", "uvloop is not installed in this environment "
+                        "(pip install uvloop, or set asyncio)")
+        return cls(event_loop=loop)
 
 
 def _key(env: Env, name: str, parse: Callable[[str], object], fmt: str) -> str | None:

@@ -6,7 +6,6 @@ Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 2 for an invalid configur
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -26,7 +25,7 @@ def main() -> int:
     logs.configure(settings.log.level, settings.log.format)
     runtime.tune_gc(gen0_threshold=None)  # see tune_gc: memory stays flat
     try:
-        asyncio.run(run(settings))
+        runtime.run(run(settings), settings.process.event_loop)
     except OSError as exc:
         # Typically the admin port is taken: say so plainly.
         logging.getLogger("retry_worker").critical("cannot start", extra={"error": str(exc)})

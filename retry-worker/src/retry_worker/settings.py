@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from redrive import runtime
 from redrive.chunks import DEFAULT_MAX_RECORD_BYTES, MIN_MAX_RECORD_BYTES
 from redrive.settings import (
     AdminSettings,
@@ -18,6 +19,7 @@ from redrive.settings import (
     KafkaSettings,
     LogSettings,
     PodIdentity,
+    ProcessSettings,
     SecuritySettings,
     ShutdownSettings,
     valid_topic,
@@ -116,6 +118,7 @@ class Settings:
     admin: AdminSettings = field(default_factory=lambda: AdminSettings(port=9902))
     shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    process: ProcessSettings = field(default_factory=ProcessSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     pod: PodIdentity = field(default_factory=PodIdentity)
     status: StatusSettings = field(default_factory=StatusSettings)
@@ -145,6 +148,7 @@ class Settings:
         admin = AdminSettings.from_env(env, default_port=9902)
         shutdown = ShutdownSettings.from_env(env)
         log = LogSettings.from_env(env)
+        process = ProcessSettings.from_env(env)
         security = SecuritySettings.from_env(env)
         pod = PodIdentity.from_env(env)
         status = StatusSettings.from_env(
@@ -159,7 +163,7 @@ class Settings:
         env.check()
         return cls(kafka=kafka, consumer=consumer, target=target, retry=retry, limits=limits,
                    admin=admin, shutdown=shutdown, log=log, security=security, pod=pod,
-                   records=records, status=status)
+                   records=records, status=status, process=process)
 
     def summary(self) -> dict[str, object]:
         """Effective settings for the startup log line; keys are never included."""
@@ -182,6 +186,7 @@ class Settings:
             **self.status.summary(),
             "max_record_bytes": self.records.max_record_bytes,
             "quarantine_dir": str(self.records.quarantine_dir),
+            "event_loop": runtime.event_loop_name(self.process.event_loop),
         }
 
 

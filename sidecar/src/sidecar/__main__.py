@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import os
@@ -56,11 +55,13 @@ def main() -> None:
         quarantined = report.quarantined_bytes
         log.info("spool opened", extra={"records": report.records, "bytes": report.bytes,
                                         "quarantined_files": list(report.quarantined_files)})
-    log.info("sidecar starting", extra={"settings": effective_settings(settings)})
+    log.info("sidecar starting", extra={
+        "settings": effective_settings(settings),
+        "event_loop": runtime.event_loop_name(settings.process.event_loop)})
     sidecar = Sidecar(settings, spool=spool, quarantined_bytes=quarantined)
     runtime.tune_gc()
     try:
-        code = asyncio.run(sidecar.serve())
+        code = runtime.run(sidecar.serve(), settings.process.event_loop)
     except OSError as exc:  # a port taken, an address not on this host
         log.error("sidecar failed", extra={"error": str(exc)})
         code = 1

@@ -14,6 +14,7 @@ from redrive.settings import (
     KafkaSettings,
     LogSettings,
     PodIdentity,
+    ProcessSettings,
     SecuritySettings,
     ShutdownSettings,
 )
@@ -107,6 +108,7 @@ class Settings:
     identity: PodIdentity = field(default_factory=PodIdentity)
     status: StatusSettings = field(default_factory=StatusSettings)
     records: RecordSettings = field(default_factory=RecordSettings)
+    process: ProcessSettings = field(default_factory=ProcessSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -166,6 +168,7 @@ class Settings:
             records=RecordSettings(max_record_bytes=env.integer(
                 "REDRIVE_MAX_RECORD_BYTES", DEFAULT_MAX_RECORD_BYTES,
                 minimum=MIN_MAX_RECORD_BYTES, maximum=64 * 1_048_576)),
+            process=ProcessSettings.from_env(env),
         )
         env.check()
         return settings

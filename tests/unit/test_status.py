@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -248,3 +249,58 @@ async def test_the_batcher_answers_for_refused_states_until_kafka_takes_them() -
             await asyncio.sleep(0.05)
     await batcher.stop()
     assert [k for _, k in pub.sent if k]
+
+
+async def test_while_kafka_is_known_down_the_batcher_holds_states_without_churning(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long Kafka outage with captures spooling: the states wait, each is set aside for
+    unsent() once (not once per retry, which stalled the loop with 100,000 pending),
+    nothing is encoded, and all go out once Kafka is back."""
+    from redrive import status_writer
+    from redrive.status import decode_any
+    from redrive.status_writer import QueuedBatcher
+
+    encoded: list[int] = []
+    real_encode = status_writer.encode_queued_batch
+
+    def counting(entries: list[Any], source: str) -> bytes:
+        encoded.append(len(entries))
+        return real_encode(entries, source)
+
+    monkeypatch.setattr(status_writer, "encode_queued_batch", counting)
+    up = False
+
+    class Recorder(FakePublisher):
+        values: list[bytes] = []
+
+        def enqueue(self, topic: str, key: bytes, value: bytes,
+                    headers: Sequence[tuple[str, bytes]]) -> asyncio.Future[object]:
+            self.values.append(value)
+            return super().enqueue(topic, key, value, headers)
+
+    pub = Recorder()
+    batcher = QueuedBatcher(pub, "t.status", "ns/pod", linger=0.01, ready=lambda: up)
+    await batcher.start()
+    first = [new_id() for _ in range(300)]
+    for rid in first:
+        batcher.add(rid, 1.0, "POST", "/p")
+    async with asyncio.timeout(5):
+        while batcher.unsent(first[-1]) is None:
+            await asyncio.sleep(0.01)
+    set_aside = []
+    monkeypatch.setattr(batcher, "_set_aside", lambda entries: set_aside.append(len(entries)))
+    later = [new_id() for _ in range(20)]
+    for rid in later:
+        batcher.add(rid, 2.0, "POST", "/p")
+    await asyncio.sleep(1.2)  # two polls while down
+    assert encoded == [] and pub.values == []
+    assert sum(set_aside) == 20  # only the new ones, once
+    assert batcher.unsent(first[0]) is not None
+    monkeypatch.undo()
+    up = True
+    async with asyncio.timeout(5):
+        while sum(len(decode_any(v)) for v in pub.values) < 320:
+            await asyncio.sleep(0.02)
+    await batcher.stop()
+    assert sorted(r.id for v in pub.values for r in decode_any(v)) == sorted(first + later)
+    assert all(batcher.unsent(rid) is None for rid in first + later)

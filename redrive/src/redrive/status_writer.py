@@ -116,7 +116,7 @@ class StatusWriter:
         at most ``timeout`` seconds for all; the records Kafka did not take."""
         sent: list[tuple[StatusRecord, asyncio.Future[object]]] = []
         failed: list[StatusRecord] = []
-        for record in batch:
+        for i, record in enumerate(batch):
             value = encode(record)
             headers = (STATUS_HEADERS if self._signing is None
                        else with_signature(list(STATUS_HEADERS), value, self._signing))
@@ -124,7 +124,9 @@ class StatusWriter:
                 sent.append((record, self._publisher.enqueue(self.topic, record.id.encode(),
                                                              value, headers)))
             except PublishError:
-                failed.append(record)
+                # Kafka is not connected: the rest would be refused too (not encoded).
+                failed.extend(batch[i:])
+                break
         if sent:
             futures = [f for _, f in sent]
             try:
@@ -158,8 +160,12 @@ class QueuedBatcher:
                  signing: SigningKeys | None = None, max_unsent: int = 100_000,
                  unsent_ttl: float = 3600.0,
                  on_result: Callable[[str, int], None] = lambda _result, _count: None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 ready: Callable[[], bool] = lambda: True) -> None:
         self.topic = topic
+        self._ready = ready
+        self._aside = 0
+        """How many of the oldest pending states :meth:`unsent` already answers for."""
         self._publisher = publisher
         self._source = source
         self._timeout = timeout
@@ -215,7 +221,19 @@ class QueuedBatcher:
             self._wakeup.clear()
             if not self._closing:
                 await asyncio.sleep(self._linger)
+            if not self._ready() and not self._closing:
+                # Kafka is known to be down (the publisher's probe): keep the states
+                # pending, untouched, and remember only the new ones for unsent(). Each
+                # state costs this once, not once per retry: with a hundred thousand
+                # pending, a pass over all of them every retry stalled the event loop
+                # (and the spool path's answers) for a tenth of a second.
+                self._set_aside(self._pending[self._aside:])
+                self._aside = len(self._pending)
+                await asyncio.sleep(0.5)
+                self._wakeup.set()
+                continue
             entries, self._pending = self._pending, []
+            self._aside = 0
             if not entries:
                 continue
             failed = await self._send(entries)
@@ -235,8 +253,9 @@ class QueuedBatcher:
                     # A late `queued` is harmless (it never overrides a later state, and
                     # its batch key is unique), so keep trying until Kafka takes it or it
                     # expires: then every replica knows the request, not only this sidecar.
-                    retry = [e for e in failed if e[0] in self._unsent]
-                    self._pending[:0] = retry[-self._max_pending:]
+                    retry = [e for e in failed if e[0] in self._unsent][-self._max_pending:]
+                    self._pending[:0] = retry
+                    self._aside = len(retry)  # all set aside just now
                     await asyncio.sleep(delay)
                     delay = min(5.0, delay * 2)
             if self._pending:
@@ -262,7 +281,7 @@ class QueuedBatcher:
                   for i in range(0, len(entries), self._max_batch)]
         sent: list[tuple[list[QueuedEntry], asyncio.Future[Any]]] = []
         failed: list[QueuedEntry] = []
-        for chunk in chunks:
+        for i, chunk in enumerate(chunks):
             value = encode_queued_batch(chunk, self._source)
             headers = (STATUS_HEADERS if self._signing is None
                        else with_signature(list(STATUS_HEADERS), value, self._signing))
@@ -270,7 +289,10 @@ class QueuedBatcher:
             try:
                 sent.append((chunk, self._publisher.enqueue(self.topic, key, value, headers)))
             except PublishError:
-                failed.extend(chunk)
+                # Kafka is not connected: the rest would be refused too (not encoded).
+                for rest in chunks[i:]:
+                    failed.extend(rest)
+                break
         if sent:
             futures = [f for _, f in sent]
             try:

@@ -94,7 +94,8 @@ class SidecarStatus:
         self._settings = settings
         self._source = source
         self._writer = QueuedBatcher(publisher, settings.topic, source,
-                                     timeout=publish_timeout, signing=signing)
+                                     timeout=publish_timeout, signing=signing,
+                                     ready=lambda: publisher.connected)
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:

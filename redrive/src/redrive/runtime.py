@@ -29,7 +29,7 @@ def run(main: Coroutine[Any, Any, T], event_loop: str = "auto") -> T:
     uvloop (libuv, used by uvicorn and many asyncio servers) runs the same public asyncio
     API: transports, protocols, timers, signal handlers. The sidecar's front door and both
     HTTP clients are protocols on it, and each request costs about a tenth less CPU than on
-    the standard loop (measured in docs/performance.md).
+    the standard loop (README, Performance).
     """
     if event_loop_name(event_loop) == "uvloop":
         import uvloop  # noqa: PLC0415 - optional, only when chosen

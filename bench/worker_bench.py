@@ -188,8 +188,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="give up after this many seconds of replaying")
+    parser.add_argument("--event-loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+                        help="the worker's REDRIVE_EVENT_LOOP")
     args = parser.parse_args()
-    result = asyncio.run(bench(args.records, args.concurrency, args.timeout))
+    result = asyncio.run(bench(args.records, args.concurrency, args.timeout,
+                               extra_env={"REDRIVE_EVENT_LOOP": args.event_loop}))
+    result["event_loop"] = args.event_loop
     result.pop("rss_all")
     width = max(len(k) for k in result)
     for key, value in result.items():

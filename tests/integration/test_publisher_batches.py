@@ -204,3 +204,27 @@ async def test_on_a_spread_topic_the_chunks_of_a_record_keep_their_keys_partitio
     assert {p for p, _, _ in seen} == {key_partitioner(b"the-big-one", partitions, partitions)}
     in_order = [h for _, _, h in sorted(seen)]
     assert in_order == [f"{i}/{len(chunks)}".encode() for i in range(len(chunks))]
+
+
+async def test_records_waiting_when_kafka_stops_answering_are_given_up_at_once() -> None:
+    """A publish with a long timeout does not wait it out once the probe sees Kafka gone:
+    the caller spools the record instead of leaving it to aiokafka's own retries (which
+    a broker back with empty storage may acknowledge into a topic it no longer has)."""
+    broker = start_broker()
+    topic = unique_topic("gone")
+    pub = Publisher(KafkaSettings(bootstrap_servers=(broker.bootstrap,)), client_id="t",
+                    probe_interval=0.3, probe_timeout=0.3)
+    try:
+        await pub.start()
+        assert await pub.wait_connected(10)
+        await pub.publish(topic, b"first", b"first", [], 10)
+        broker.process.signal(signal.SIGSTOP)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(PublishError, match="stopped answering"):
+            await pub.publish(topic, b"waiting", b"waiting", [], 30)
+        assert asyncio.get_running_loop().time() - started < 5
+        assert not pub.connected
+    finally:
+        broker.process.signal(signal.SIGCONT)
+        await pub.stop(timeout=5)
+        broker.process.stop()

@@ -250,6 +250,17 @@ class _Deadlines:
         finally:
             self._task = None
 
+    def give_up_all(self, error: PublishError) -> int:
+        """Fail every record still waiting (Kafka went away); how many there were."""
+        count = 0
+        for queue in self._queues.values():
+            for _, future in queue:
+                if not future.done():
+                    future.set_exception(error)
+                    count += 1
+            queue.clear()
+        return count
+
     def close(self) -> None:
         """Stop sweeping; a record still waiting is given up on now."""
         if self._task is not None:
@@ -366,7 +377,15 @@ class Publisher:
                     await producer.client.fetch_all_metadata()
             except (KafkaError, OSError, TimeoutError) as exc:
                 if self._reachable:
-                    log.warning("kafka unreachable", extra={"error": repr(exc)})
+                    # Records still waiting for their acknowledgement are given up on now
+                    # (callers spool them) rather than left to aiokafka's own retries: a
+                    # broker that comes back empty may acknowledge those into a topic it
+                    # no longer has (Tansu does; so would a Kafka that lost its disk).
+                    # Some may still arrive: a duplicate, never a loss.
+                    waiting = self._deadlines.give_up_all(PublishError(
+                        "kafka stopped answering before it acknowledged the record"))
+                    log.warning("kafka unreachable", extra={
+                        "error": repr(exc), "records_given_up": waiting})
                 self._reachable = False
                 self.last_error = f"kafka did not answer a metadata probe: {exc!r}"
                 continue

@@ -62,6 +62,11 @@ def _timestamp(created: float) -> str:
     return f"{_second_cache[1]}.{int(created % 1 * 1000):03d}Z"
 
 
+_LINE = json.JSONEncoder(default=str, ensure_ascii=False)
+"""What ``json.dumps(out, default=str, ensure_ascii=False)`` writes, without building an
+encoder per line."""
+
+
 class Event:
     """One line logged through :func:`event`: what a LogRecord would carry for it, and
     nothing else."""
@@ -91,7 +96,7 @@ class JsonFormatter(logging.Formatter):
         out.update(_fields(record))
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str, ensure_ascii=False)
+        return _LINE.encode(out)
 
     def format_event(self, event: Event) -> str:
         out: dict[str, Any] = {
@@ -102,7 +107,7 @@ class JsonFormatter(logging.Formatter):
         }
         out.update(event.bound)
         out.update(event.fields)
-        return json.dumps(out, default=str, ensure_ascii=False)
+        return _LINE.encode(out)
 
 
 class TextFormatter(logging.Formatter):

@@ -3,13 +3,18 @@
 Created once per process with a registry (a fresh one per test). Label values are
 bounded and every known series is created at zero, so dashboards and alerts see a
 series before its first event. Hot-path children are bound once, here.
+
+The five metrics every request or capture updates (requests, upstream failures,
+captures, and the two latency histograms) are :mod:`redrive.loopmetrics` families:
+plain numbers owned by the event loop, read at scrape time, same exposition.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from redrive.kafka import PERMANENT_REASONS
+from redrive.loopmetrics import LoopCounterFamily, LoopHistogramFamily
 from redrive.metrics import LATENCY_BUCKETS
 from sidecar.failures import KINDS
 
@@ -30,12 +35,12 @@ class SidecarMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         ns, sub = "redrive", "sidecar"
-        self.requests = Counter("requests", "Requests handled by the proxy, by outcome.",
+        self.requests = LoopCounterFamily("requests", "Requests handled by the proxy, by outcome.",
                                 ["outcome"], namespace=ns, subsystem=sub, registry=registry)
-        self.upstream_failures = Counter(
+        self.upstream_failures = LoopCounterFamily(
             "upstream_failures", "Upstream exchanges that failed, by failure kind.",
             ["kind"], namespace=ns, subsystem=sub, registry=registry)
-        self.captures = Counter(
+        self.captures = LoopCounterFamily(
             "captures", "Captured requests by where they were made safe "
             "(published to Kafka, spooled to disk) or lost.",
             ["result"], namespace=ns, subsystem=sub, registry=registry)
@@ -53,11 +58,11 @@ class SidecarMetrics:
         self.spool_quarantined_bytes = Counter(
             "spool_quarantined_bytes", "Bytes of torn or corrupt spool data set aside at start.",
             namespace=ns, subsystem=sub, registry=registry)
-        self.upstream_duration = Histogram(
+        self.upstream_duration = LoopHistogramFamily(
             "upstream_request_duration_seconds",
             "Seconds from sending a request upstream to its response headers (or failure).",
             namespace=ns, subsystem=sub, registry=registry, buckets=LATENCY_BUCKETS)
-        self.publish_duration = Histogram(
+        self.publish_duration = LoopHistogramFamily(
             "publish_duration_seconds", "Seconds for Kafka to acknowledge a captured record.",
             namespace=ns, subsystem=sub, registry=registry, buckets=LATENCY_BUCKETS)
         self.quarantined = Counter(

@@ -45,13 +45,14 @@ async def fill(spool: Spool, n: int, value_bytes: int) -> None:
 
 
 async def one_run(directory: Path, bootstrap: str, records: int, value_bytes: int,
-                  window: int) -> dict[str, float]:
+                  window: int, keyed: bool = False) -> dict[str, float]:
     spool = Spool(directory, 8 << 30, window_records=window)
     spool.open()
     await fill(spool, records, value_bytes)
     topic = unique_topic("drainbench")
+    # As the sidecar publishes its capture topic: sticky partitions (spread_topics).
     pub = Publisher(KafkaSettings(bootstrap_servers=(bootstrap,), topic=topic),
-                    client_id="bench")
+                    client_id="bench", spread_topics=() if keyed else {topic})
     await pub.start()
     assert await pub.wait_connected(20)
     metrics = SidecarMetrics(CollectorRegistry())
@@ -74,6 +75,8 @@ async def main() -> None:
     parser.add_argument("--window", type=int, default=4096)
     parser.add_argument("--compare-window", type=int, default=0)
     parser.add_argument("--dir", default=None)
+    parser.add_argument("--keyed", action="store_true",
+                        help="partition by key (the capture topic is a spread topic)")
     args = parser.parse_args()
     rates: dict[int, list[float]] = {}
     for _ in range(args.runs):
@@ -85,7 +88,7 @@ async def main() -> None:
             try:
                 with tempfile.TemporaryDirectory(dir=args.dir) as d:
                     result = await one_run(Path(d), broker.bootstrap, n, args.value_bytes,
-                                           window)
+                                           window, args.keyed)
             finally:
                 broker.process.stop()
             print(json.dumps(result), flush=True)

@@ -159,23 +159,25 @@ class Stack:
         return self.sidecar
 
     def stop_sidecar(self) -> None:
-        if self.sidecar is not None and self.sidecar.poll() is None:
-            self.sidecar.terminate()
-            try:
-                self.sidecar.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.sidecar.kill()
-                self.sidecar.wait(timeout=5)
+        if self.sidecar is not None:
+            stop(self.sidecar, timeout=30)
         self.sidecar = None
 
     def close(self) -> None:
         self.stop_sidecar()
-        self.broker.terminate()
-        try:
-            self.broker.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.broker.kill()
-            self.broker.wait(timeout=5)
+        stop(self.broker, timeout=10)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds (a process we started)."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
 
 
 def wrk(port: int, seconds: int, connections: int, body_bytes: int, tmp: Path) -> float:

@@ -258,18 +258,14 @@ class _Deadlines:
                 if not future.done():
                     future.set_exception(error)
                     count += 1
-            queue.clear()
+        self._queues.clear()
         return count
 
     def close(self) -> None:
         """Stop sweeping; a record still waiting is given up on now."""
         if self._task is not None:
             self._task.cancel()
-        queues, self._queues = self._queues, {}
-        for queue in queues.values():
-            for _, future in queue:
-                if not future.done():
-                    future.set_exception(PublishError("the publisher stopped"))
+        self.give_up_all(PublishError("the publisher stopped"))
 
 
 class Publisher:
@@ -527,7 +523,7 @@ class Publisher:
             # sending it now would only make a duplicate.
             records = [r for r in records if not r.future.done()]
             if records:
-                last = await self._send(producer, topic, records)
+                last = await self._send(producer, topic, lane, records)
                 if lane.spread and last is not None:
                     # The next batch goes to the next partition, so it would not wait
                     # behind this one in aiokafka's queue: wait for the acknowledgement
@@ -536,7 +532,7 @@ class Publisher:
             elif lane.closing:
                 return
 
-    async def _send(self, producer: AIOKafkaProducer, topic: str,
+    async def _send(self, producer: AIOKafkaProducer, topic: str, lane: _Lane,
                     records: list[_Outgoing]) -> asyncio.Future[Any] | None:
         """Hand ``records`` to aiokafka as batches; each record's future is resolved by its
         batch's acknowledgement (or failure). Returns the last batch's acknowledgement."""
@@ -545,18 +541,17 @@ class Publisher:
         try:
             partitions = sorted(await producer.partitions_for(topic))
             by_partition: dict[int | None, list[_Outgoing]] = {}
-            spread = self._lanes.get(topic) if topic in self._spread else None
             for record in records:
-                part = None if spread is not None and not record.keyed else \
+                # None: the next partition in turn (a spread topic's free records).
+                part = None if lane.spread and not record.keyed else \
                     key_partitioner(record.key, partitions, partitions)
                 by_partition.setdefault(part, []).append(record)
             for fixed, queued in by_partition.items():
                 start = 0
                 while start < len(queued):
                     if fixed is None:
-                        assert spread is not None
-                        part = partitions[spread.next_partition % len(partitions)]
-                        spread.next_partition += 1
+                        part = partitions[lane.next_partition % len(partitions)]
+                        lane.next_partition += 1
                     else:
                         part = fixed
                     batch = producer.create_batch()

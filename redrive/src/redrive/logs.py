@@ -87,26 +87,22 @@ class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "message", ...fields}``, one object per line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": _timestamp(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        out.update(_fields(record))
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return _LINE.encode(out)
+        return self._line(record.created, record.levelname, record.name, record.getMessage(),
+                          _fields(record),
+                          self.formatException(record.exc_info) if record.exc_info else None)
 
     def format_event(self, event: Event) -> str:
-        out: dict[str, Any] = {
-            "ts": _timestamp(event.created),
-            "level": logging.getLevelName(event.level).lower(),
-            "logger": event.logger,
-            "message": event.message,
-        }
-        out.update(event.bound)
-        out.update(event.fields)
+        return self._line(event.created, logging.getLevelName(event.level), event.logger,
+                          event.message, {**event.bound, **event.fields}, None)
+
+    @staticmethod
+    def _line(created: float, level: str, logger: str, message: str,
+              fields: Mapping[str, Any], exception: str | None) -> str:
+        out: dict[str, Any] = {"ts": _timestamp(created), "level": level.lower(),
+                               "logger": logger, "message": message}
+        out.update(fields)
+        if exception:
+            out["exception"] = exception
         return _LINE.encode(out)
 
 
@@ -114,20 +110,23 @@ class TextFormatter(logging.Formatter):
     """``ts level logger: message key=value ...`` for people reading a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{k}={v}" for k, v in _fields(record).items())
-        line = (f"{_timestamp(record.created)} {record.levelname.lower():<7} "
-                f"{record.name}: {record.getMessage()}")
-        if fields:
-            line += " " + fields
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
+        return self._line(record.created, record.levelname, record.name, record.getMessage(),
+                          _fields(record),
+                          self.formatException(record.exc_info) if record.exc_info else None)
 
     def format_event(self, event: Event) -> str:
-        fields = " ".join(f"{k}={v}" for k, v in {**event.bound, **event.fields}.items())
-        line = (f"{_timestamp(event.created)} {logging.getLevelName(event.level).lower():<7} "
-                f"{event.logger}: {event.message}")
-        return line + " " + fields if fields else line
+        return self._line(event.created, logging.getLevelName(event.level), event.logger,
+                          event.message, {**event.bound, **event.fields}, None)
+
+    @staticmethod
+    def _line(created: float, level: str, logger: str, message: str,
+              fields: Mapping[str, Any], exception: str | None) -> str:
+        line = f"{_timestamp(created)} {level.lower():<7} {logger}: {message}"
+        if fields:
+            line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+        if exception:
+            line += "\n" + exception
+        return line
 
 
 class _QueueHandler(logging.handlers.QueueHandler):
@@ -159,7 +158,7 @@ class _Writer:
     with one ``write`` and ``flush`` and the thread takes the GIL a few times a second,
     not once per line (a thread woken per line competes with the event loop)."""
 
-    def __init__(self, stream: IO[str], formatter: logging.Formatter,
+    def __init__(self, stream: IO[str], formatter: JsonFormatter | TextFormatter,
                  linger: float = 0.05) -> None:
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._stream = stream
@@ -184,9 +183,7 @@ class _Writer:
             flushes: list[_Flush] = []
             stop = False
             for item in batch:
-                if isinstance(item, Event):
-                    lines.append(self._format_event(item))
-                elif isinstance(item, logging.LogRecord):
+                if isinstance(item, logging.LogRecord | Event):
                     lines.append(self._format(item))
                 elif isinstance(item, _Flush):
                     flushes.append(item)
@@ -203,21 +200,17 @@ class _Writer:
             if stop:
                 return
 
-    def _format(self, record: logging.LogRecord) -> str:
+    def _format(self, item: logging.LogRecord | Event) -> str:
         try:
-            return self._formatter.format(record)
+            if isinstance(item, Event):
+                return self._formatter.format_event(item)
+            return self._formatter.format(item)
         except Exception as exc:
             return json.dumps({"level": "error", "logger": "redrive.logs",
                                "message": "log record could not be formatted",
-                               "error": repr(exc), "logger_name": record.name})
-
-    def _format_event(self, event: Event) -> str:
-        try:
-            return self._formatter.format_event(event)  # type: ignore[attr-defined,no-any-return]
-        except Exception as exc:
-            return json.dumps({"level": "error", "logger": "redrive.logs",
-                               "message": "log record could not be formatted",
-                               "error": repr(exc), "logger_name": event.logger})
+                               "error": repr(exc),
+                               "logger_name": item.logger if isinstance(item, Event)
+                               else item.name})
 
     def flush(self, timeout: float = 5.0) -> None:
         marker = _Flush()
@@ -284,8 +277,9 @@ def event(logger: logging.Logger, level: int, message: str, fields: Mapping[str,
     added) it is an ordinary log call. The caller checks ``logger.isEnabledFor(level)``.
     """
     writer = _writer
-    if writer is not None and logger.propagate and not logger.handlers \
-            and logging.root.handlers == [_handler] and not logger.filters:
+    handlers = logging.root.handlers
+    if writer is not None and len(handlers) == 1 and handlers[0] is _handler \
+            and logger.propagate and not logger.handlers and not logger.filters:
         writer.queue.put(Event(time.time(), level, logger.name, message, fields,
                                _CONTEXT.get()))
     else:

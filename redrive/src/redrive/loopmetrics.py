@@ -101,7 +101,16 @@ class _Family(Collector, Generic[Child]):
     def describe(self) -> Iterable[Metric]:
         return [self._family()]
 
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        for key, child in list(self._children.items()):
+            self._add(family, key, child)
+        return [family]
+
     def _family(self) -> Metric:
+        raise NotImplementedError
+
+    def _add(self, family: Metric, key: tuple[str, ...], child: Child) -> None:
         raise NotImplementedError
 
 
@@ -114,14 +123,12 @@ class LoopCounterFamily(_Family[LoopCounter]):
     def inc(self, amount: float = 1.0) -> None:
         self._only().inc(amount)
 
-    def _family(self) -> Metric:
+    def _family(self) -> CounterMetricFamily:
         return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
-    def collect(self) -> Iterable[Metric]:
-        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for key, child in list(self._children.items()):
-            family.add_metric(key, child.value)
-        return [family]
+    def _add(self, family: Metric, key: tuple[str, ...], child: LoopCounter) -> None:
+        assert isinstance(family, CounterMetricFamily)
+        family.add_metric(key, child.value)
 
 
 class LoopHistogramFamily(_Family[LoopHistogram]):
@@ -145,15 +152,13 @@ class LoopHistogramFamily(_Family[LoopHistogram]):
     def observe(self, value: float) -> None:
         self._only().observe(value)
 
-    def _family(self) -> Metric:
+    def _family(self) -> HistogramMetricFamily:
         return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
-    def collect(self) -> Iterable[Metric]:
-        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for key, child in list(self._children.items()):
-            cumulative, buckets = 0, []
-            for le, count in zip(self._labels_out, child.counts, strict=True):
-                cumulative += count
-                buckets.append((le, float(cumulative)))
-            family.add_metric(list(key), buckets, child.sum)
-        return [family]
+    def _add(self, family: Metric, key: tuple[str, ...], child: LoopHistogram) -> None:
+        assert isinstance(family, HistogramMetricFamily)
+        cumulative, buckets = 0, []
+        for le, count in zip(self._labels_out, child.counts, strict=True):
+            cumulative += count
+            buckets.append((le, float(cumulative)))
+        family.add_metric(list(key), buckets, child.sum)

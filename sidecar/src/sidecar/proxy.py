@@ -266,14 +266,14 @@ class Proxy:
     def _answer(self, captured: Captured, retry_after: str) -> Response:
         # Written from templates (byte for byte what json.dumps writes for these objects,
         # see tests/unit/test_proxy_answers.py): this is the answer of every capture.
-        rid = _json_text(captured.record_id)
-        status_url = _json_text(status_path(captured.record_id))
+        path = status_path(captured.record_id)
+        rid, status_url = _json_text(captured.record_id), _json_text(path)
         headers = [_JSON_TYPE, ("Retry-After", retry_after),
                    (REDRIVE_ID_HEADER, captured.record_id)]
         if captured.queued:
             self._outcome["queued"].inc()
             if self._accept_mode:
-                headers.append(("Location", status_path(captured.record_id)))
+                headers.append(("Location", path))
                 return Response(202, headers, (
                     f'{{"status": "queued", "id": {rid}, "status_url": {status_url}}}'
                 ).encode())

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from unittest import mock
 
 import pytest
 
@@ -83,7 +84,9 @@ def test_a_fast_event_line_is_the_line_a_log_call_writes(fmt: str) -> None:
         fields = {"capture_id": "c1", "status": None, "body_bytes": 12, "path": "/é"}
         with logs.bind(request_id="r1", capture_id="bound-loses"):
             log.warning("request captured", extra=dict(fields))
-            logs.event(log, logging.WARNING, "request captured", fields)
+            # The fast path: no log call (no LogRecord, no handler chain) at all.
+            with mock.patch.object(logging.Logger, "log", side_effect=AssertionError):
+                logs.event(log, logging.WARNING, "request captured", fields)
         logs.flush()
         slow, fast = buf.getvalue().splitlines()
     finally:

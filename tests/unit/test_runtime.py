@@ -119,3 +119,13 @@ async def test_a_publisher_stopped_on_purpose_reports_no_death() -> None:
         assert deaths == []
     finally:
         remove()
+
+
+@pytest.mark.parametrize(("choice", "module"), [("uvloop", "uvloop"), ("auto", "uvloop"),
+                                                ("asyncio", "asyncio")])
+def test_run_runs_on_the_loop_chosen(choice: str, module: str) -> None:
+    async def which() -> str:
+        return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+    assert runtime.event_loop_name(choice) == module
+    assert runtime.run(which(), choice) == module
